@@ -1,0 +1,440 @@
+//! `CutoverPlan`: one migration programme, made of waves.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{AnalysisSpec, Backend, HistoryEntry, Subjects};
+use super::duration::DurationString;
+
+/// A migration programme: where traffic goes, how cohorts are recognised, which waves
+/// run in which order, and what must hold before and while they run.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "switchyard.dev",
+    version = "v1alpha1",
+    kind = "CutoverPlan",
+    namespaced,
+    status = "CutoverPlanStatus",
+    shortname = "cp",
+    category = "switchyard",
+    doc = "CutoverPlan is one migration programme: legacy and target backends, routing, cohort keys, waves and their order, readiness gates, freeze windows and who may approve or roll back.",
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Where the plan is in its lifecycle"
+    ),
+    printcolumn(
+        name = "Waves",
+        type_ = "string",
+        json_path = ".status.wavesSummary",
+        description = "Waves completed / total"
+    ),
+    printcolumn(
+        name = "Gates",
+        type_ = "string",
+        json_path = ".status.gatesSummary",
+        description = "Readiness gates passing / total"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "self.waves.all(w, self.waves.exists_one(x, x.name == w.name))"
+).message("spec.waves: wave names must be unique").field_path(".waves"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "self.waves.all(w, !has(w.after) || w.after.all(a, self.waves.exists(x, x.name == a)))"
+).message("spec.waves: every name in after must be a wave listed in spec.waves").field_path(".waves"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "self.waves.all(w, !has(w.after) || w.after.all(a, self.waves.map(x, x.name).indexOf(a) < self.waves.map(x, x.name).indexOf(w.name)))"
+).message("spec.waves: a wave may only come after waves listed before it (this also rules out cycles)").field_path(".waves"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.readinessGates) || self.readinessGates.all(g, self.readinessGates.exists_one(x, x.name == g.name))"
+).message("spec.readinessGates: gate names must be unique").field_path(".readinessGates"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.freezeWindows) || self.freezeWindows.all(f, self.freezeWindows.exists_one(x, x.name == f.name))"
+).message("spec.freezeWindows: window names must be unique").field_path(".freezeWindows"))]
+pub struct CutoverPlanSpec {
+    /// The system being migrated away from. Receives every cohort not yet migrated.
+    pub legacy: Backend,
+    /// The system being migrated to.
+    pub target: Backend,
+    /// How Switchyard routes a cohort's requests. Exactly one router.
+    pub routing: Routing,
+    /// How a request shows which cohort it belongs to: a key (such as `team` or
+    /// `region`) and the request header that carries its value. Waves give a value for
+    /// each key they use.
+    #[x_kube(validation = kube::core::Rule::new("self.size() >= 1")
+        .message("spec.cohortKeys must define at least one key, for example team: {header: x-team}"))]
+    #[schemars(extend("maxProperties" = 8))]
+    pub cohort_keys: BTreeMap<String, CohortKey>,
+    /// The header and value that reach legacy during dual access, for example
+    /// `{header: x-switchyard-legacy, value: "true"}`. Without it, dual access keeps no
+    /// override route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legacy_access: Option<HeaderMatch>,
+    /// The backend that answers the cohort's writes during quiet steps. Required when a
+    /// wave has a quiet step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<Backend>,
+    /// The MigrationWaves of this plan, in this namespace. A wave starts only after the
+    /// waves named in its `after` have completed.
+    #[schemars(length(min = 1, max = 64))]
+    pub waves: Vec<WaveRef>,
+    /// How many waves may be active at once. Defaults to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64))]
+    pub max_concurrent_waves: Option<i32>,
+    /// Conditions that must all pass before any wave moves forward.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub readiness_gates: Vec<ReadinessGate>,
+    /// Recurring windows in which no wave moves forward. Rollback is always allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub freeze_windows: Vec<FreezeWindow>,
+    /// Who may approve approval steps and pass manual gates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvers: Option<Subjects>,
+    /// Who may request rollbacks and retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_authority: Option<Subjects>,
+    /// What a failed wave does to the rest of the plan: PausePlan holds every unfinished
+    /// wave, RollbackWave rolls back only the failed wave, RollbackPlan rolls back every
+    /// started, unfinished wave. Defaults to PausePlan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_wave_failure: Option<OnWaveFailure>,
+    /// Default analysis for every wave. A wave's own metric of the same name overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisSpec>,
+    /// Human actions on this plan (passing manual gates), in the order they were made.
+    /// Append-only; admission checks that each new entry records the requesting user.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 512))]
+    pub actions: Vec<PlanAction>,
+}
+
+/// The router that carries the cohorts' traffic. Exactly one field is set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("[has(self.gatewayAPI), has(self.configMap)].filter(x, x).size() == 1")
+    .message("spec.routing must set exactly one router: gatewayAPI or configMap"))]
+pub struct Routing {
+    /// Switchyard writes one HTTPRoute per wave, attached to these parents.
+    #[serde(
+        rename = "gatewayAPI",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub gateway_api: Option<GatewayApiRouting>,
+    /// Switchyard writes a JSON routing table into a ConfigMap, for applications that
+    /// route in code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapRouting>,
+}
+
+/// Gateway API routing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayApiRouting {
+    /// The Gateways (or listeners) the wave's HTTPRoutes attach to.
+    #[schemars(length(min = 1, max = 32))]
+    pub parent_refs: Vec<ParentRef>,
+    /// The hostnames the HTTPRoutes match, for example `crm.example.com`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub hostnames: Vec<String>,
+}
+
+/// A Gateway API parent reference.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentRef {
+    /// Name of the Gateway.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Namespace of the Gateway. Defaults to the plan's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The listener of the Gateway to attach to. Defaults to all listeners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+    /// The listener port to attach to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+}
+
+/// ConfigMap routing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapRouting {
+    /// Name of the ConfigMap, in the plan's namespace, that holds the routing table.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// How a request carries one cohort key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CohortKey {
+    /// The request header whose value names the cohort, for example `x-crm-team`.
+    #[schemars(length(min = 1, max = 256))]
+    pub header: String,
+}
+
+/// A request header and its exact value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderMatch {
+    /// The header name.
+    #[schemars(length(min = 1, max = 256))]
+    pub header: String,
+    /// The exact value the header must carry.
+    #[schemars(length(min = 1, max = 4096))]
+    pub value: String,
+}
+
+/// A wave of the plan and its order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaveRef {
+    /// Name of the MigrationWave.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Waves, listed earlier in `spec.waves`, that must complete before this one starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub after: Vec<String>,
+}
+
+/// A readiness gate. Exactly one of `prometheus` and `manual` is set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("[has(self.prometheus), has(self.manual)].filter(x, x).size() == 1")
+    .message("readiness gate must set exactly one of prometheus or manual"))]
+pub struct ReadinessGate {
+    /// Name of the gate, unique within the plan.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Passes while the query's value is within `min`/`max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusGate>,
+    /// Passes once an approver has passed it (`kubectl wave gate pass`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual: Option<ManualGate>,
+    /// What happens when the gate stops passing after waves have started: Hold (no
+    /// further progress, no rollback) or Rollback (roll back every started, unfinished
+    /// wave). Defaults to Hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_fail: Option<GateFailAction>,
+}
+
+/// A gate evaluated by Prometheus.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("has(self.min) || has(self.max)")
+    .message("prometheus gate needs min, max or both: the passing range of the query's value"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.min) || !has(self.max) || self.min <= self.max")
+    .message("prometheus gate min must be less than or equal to max").field_path(".min"))]
+pub struct PrometheusGate {
+    /// An instant PromQL query, for example `sum(crm_open_defects{severity="critical"})`.
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: String,
+    /// The lowest passing value, inclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// The highest passing value, inclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+/// A gate passed by a person.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManualGate {
+    /// Who may pass this gate. Defaults to the plan's `approvers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvers: Option<Subjects>,
+}
+
+// What a gate that stops passing does to started waves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum GateFailAction {
+    /// Hold further progress; nothing is rolled back.
+    #[default]
+    Hold,
+    /// Roll back every started, unfinished wave.
+    Rollback,
+}
+
+/// A recurring window with no forward progress.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FreezeWindow {
+    /// Name of the window, unique within the plan.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// When the window opens: a five-field cron expression (minute hour day-of-month
+    /// month day-of-week), for example `0 0 28 3,6,9,12 *`.
+    #[x_kube(validation = kube::core::Rule::new("self.split(' ').filter(f, f != '').size() == 5")
+        .message("freeze window schedule must be a cron expression with five fields: minute hour day-of-month month day-of-week"))]
+    #[schemars(length(min = 9, max = 128))]
+    pub schedule: String,
+    /// How long the window stays open, for example `96h`.
+    pub duration: DurationString,
+    /// The IANA time zone the schedule is read in, for example `Asia/Kolkata`. Defaults
+    /// to UTC. Daylight-saving changes are honoured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: Option<String>,
+}
+
+// What a failed wave does to the rest of the plan.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum OnWaveFailure {
+    /// Hold every wave that has not finished.
+    #[default]
+    PausePlan,
+    /// Roll back only the failed wave; the others go on.
+    RollbackWave,
+    /// Roll back every started, unfinished wave.
+    RollbackPlan,
+}
+
+// The kind of a human action on a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PlanActionType {
+    /// Pass the manual readiness gate named by `gate`.
+    PassGate,
+}
+
+/// One human action on a plan, recorded with the user who made it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanAction {
+    /// What the user asks for. Currently only PassGate.
+    #[serde(rename = "type")]
+    pub action: PlanActionType,
+    /// The username of the person who made this action, exactly as the API server
+    /// authenticated them. Admission rejects an entry whose user is not the requester.
+    #[schemars(length(min = 1, max = 253))]
+    pub user: String,
+    /// The manual gate being passed.
+    #[schemars(length(min = 1, max = 63))]
+    pub gate: String,
+    /// A free-text note, for example the rehearsal report's link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub message: Option<String>,
+}
+
+// The lifecycle of a plan.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PlanPhase {
+    /// No wave has started: gates, order or a freeze hold them.
+    #[default]
+    Pending,
+    /// At least one wave is active.
+    Progressing,
+    /// Held by the failure policy or a failing gate.
+    Paused,
+    /// Inside a freeze window.
+    Frozen,
+    /// Rolling back waves because of the failure policy or a gate.
+    RollingBack,
+    /// Every wave completed.
+    Completed,
+    /// A wave failed and the plan cannot go on without a human.
+    Failed,
+}
+
+/// The last evaluation of one readiness gate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GateStatus {
+    /// The gate's name.
+    pub name: String,
+    /// Whether the gate passes now.
+    pub passing: bool,
+    /// For prometheus gates: the last value the query returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// For manual gates: who passed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passed_by: Option<String>,
+    /// Why the gate passes or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the gate was last evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_evaluated: Option<Time>,
+}
+
+/// One wave, as the plan sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaveSummary {
+    /// The wave's name.
+    pub name: String,
+    /// The wave's phase, or Pending when the wave does not exist yet.
+    pub phase: super::wave::WavePhase,
+    /// Why the wave may not move forward now (order, concurrency, gate, freeze), if so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
+}
+
+/// An open freeze window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FreezeStatus {
+    /// The open window's name.
+    pub window: String,
+    /// When the window closes.
+    pub until: Time,
+}
+
+/// What the operator observed and decided for a plan. Written only by the operator.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CutoverPlanStatus {
+    /// Where the plan is in its lifecycle: Pending, Progressing, Paused, Frozen,
+    /// RollingBack, Completed or Failed.
+    #[serde(default)]
+    pub phase: PlanPhase,
+    /// Waves completed and in total, as `done/total`, for display.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waves_summary: Option<String>,
+    /// Gates passing and in total, as `passing/total`, for display.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gates_summary: Option<String>,
+    /// Each readiness gate's last evaluation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<GateStatus>,
+    /// Each wave's phase and what holds it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<WaveSummary>,
+    /// The freeze window open now, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze: Option<FreezeStatus>,
+    /// How many entries of `spec.actions` the operator has processed.
+    #[serde(default)]
+    pub actions_processed: i32,
+    /// Standard conditions: Ready, GatesPassing, Frozen, Valid.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// A bounded audit trail of what happened and who caused it, newest last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

@@ -1,0 +1,5 @@
+//! Switchyard: a Kubernetes operator for phased, cohort-by-cohort migrations from a
+//! legacy system to its replacement.
+
+pub mod api;
+pub mod crdgen;
