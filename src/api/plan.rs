@@ -12,6 +12,8 @@ use super::duration::DurationString;
 
 /// A migration programme: where traffic goes, how cohorts are recognised, which waves
 /// run in which order, and what must hold before and while they run.
+// clippy reads the repeated `printcolumn(type_ = ...)` keys as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "switchyard.dev",
@@ -54,7 +56,7 @@ use super::duration::DurationString;
     "self.waves.all(w, !has(w.after) || w.after.all(a, self.waves.exists(x, x.name == a)))"
 ).message("spec.waves: every name in after must be a wave listed in spec.waves").field_path(".waves"))]
 #[x_kube(validation = kube::core::Rule::new(
-    "self.waves.all(w, !has(w.after) || w.after.all(a, self.waves.map(x, x.name).indexOf(a) < self.waves.map(x, x.name).indexOf(w.name)))"
+    "[self.waves.map(x, x.name)].all(names, self.waves.all(w, !has(w.after) || w.after.all(a, names.indexOf(a) < names.indexOf(w.name))))"
 ).message("spec.waves: a wave may only come after waves listed before it (this also rules out cycles)").field_path(".waves"))]
 #[x_kube(validation = kube::core::Rule::new(
     "!has(self.readinessGates) || self.readinessGates.all(g, self.readinessGates.exists_one(x, x.name == g.name))"
@@ -207,12 +209,12 @@ pub struct HeaderMatch {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WaveRef {
-    /// Name of the MigrationWave.
-    #[schemars(length(min = 1, max = 253))]
+    /// Name of the MigrationWave (at most 63 characters, as it names the wave's route).
+    #[schemars(length(min = 1, max = 63))]
     pub name: String,
     /// Waves, listed earlier in `spec.waves`, that must complete before this one starts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 8), inner(length(min = 1, max = 63)))]
     pub after: Vec<String>,
 }
 

@@ -11,6 +11,8 @@ use super::common::{AnalysisSpec, FailureAction, HistoryEntry, Labels};
 use super::duration::DurationString;
 
 /// One cohort's migration from the legacy backend to the target, in declared steps.
+// clippy reads the repeated `printcolumn(type_ = ...)` keys as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "switchyard.dev",
@@ -31,7 +33,7 @@ use super::duration::DurationString;
         name = "Cohort",
         type_ = "string",
         json_path = ".status.cohort",
-        description = "The cohort this wave moves"
+        description = "The cohort this wave moves, as key=value pairs (from status, written by the operator)"
     ),
     printcolumn(
         name = "Phase",
@@ -287,3 +289,28 @@ pub struct MigrationWaveStatus {
 
 /// Default action for a firing alert.
 pub const DEFAULT_ON_FIRING: FailureAction = FailureAction::Rollback;
+
+impl MigrationWaveSpec {
+    /// The cohort as `key=value` pairs in key order, as shown in `status.cohort`.
+    pub fn cohort_display(&self) -> String {
+        self.cohort
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cohort_display_is_sorted_key_value_pairs() {
+        let spec: MigrationWaveSpec = serde_yaml::from_str(
+            "plan: p\ncohort: {team: support, region: emea}\nsteps: [{setWeight: 5}]",
+        )
+        .unwrap();
+        assert_eq!(spec.cohort_display(), "region=emea,team=support");
+    }
+}

@@ -1,0 +1,50 @@
+# Switchyard's two entry points are `make test` (everything CI runs) and, once it
+# exists, `make demo`. Both install or build what they need and cache it outside the
+# repository (~/.cache/switchyard and Go's module cache), so only the first run pays.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+
+# Two cores: keep cargo and the test harness from oversubscribing them.
+export CARGO_BUILD_JOBS ?= 2
+export CARGO_TERM_COLOR ?= never
+export KUBE_VERSION ?= v1.37.2
+GATEWAY_API_VERSION ?= v1.6.3
+
+.PHONY: test deps kube-apiserver gateway-api-crds fmt-check clippy unit integration crds
+
+## test: install what is missing, then fmt check, clippy, unit and integration tests.
+test: deps fmt-check clippy unit integration
+
+## deps: the toolchain checks, a cached kube-apiserver, and the Gateway API module.
+deps: kube-apiserver gateway-api-crds
+	@command -v cargo >/dev/null || { echo "cargo is required (rustup)"; exit 1; }
+	@cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+	@cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+kube-apiserver:
+	@if [ -n "$${KUBE_APISERVER:-}" ]; then echo "using KUBE_APISERVER=$$KUBE_APISERVER"; \
+	else echo "kube-apiserver: $$(hack/build-kube-apiserver.sh)"; fi
+
+gateway-api-crds:
+	@cd /tmp && go mod download sigs.k8s.io/gateway-api@$(GATEWAY_API_VERSION)
+
+fmt-check:
+	cargo fmt --all -- --check
+
+clippy:
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+## unit: pure tests, no control plane.
+unit:
+	cargo test --workspace --locked --lib --bins
+	cargo test --locked --test crds
+
+## integration: tests against a real kube-apiserver and etcd.
+integration:
+	cargo test --workspace --locked --tests
+
+## crds: regenerate crds/ from the Rust types.
+crds:
+	cargo run --quiet --locked -- crds --out-dir crds
