@@ -3,3 +3,5 @@
 
 pub mod api;
 pub mod crdgen;
+pub mod engine;
+pub mod routing;

@@ -256,6 +256,17 @@ async fn plan_validation_messages_name_the_field_and_what_is_allowed() {
             ],
         ),
         (
+            "legacy-access header reused as a cohort header",
+            valid_plan().pipe(|mut p| {
+                p["spec"]["legacyAccess"] = json!({"header": "X-CRM-Team", "value": "true"});
+                p
+            }),
+            vec![
+                "spec.legacyAccess.header",
+                "must differ from every cohortKeys header",
+            ],
+        ),
+        (
             "unknown onWaveFailure",
             with(valid_plan(), "/maxConcurrentWaves", json!(1)).pipe(|mut p| {
                 p["spec"]["onWaveFailure"] = json!("Shrug");

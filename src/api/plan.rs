@@ -64,6 +64,9 @@ use super::duration::DurationString;
 #[x_kube(validation = kube::core::Rule::new(
     "!has(self.freezeWindows) || self.freezeWindows.all(f, self.freezeWindows.exists_one(x, x.name == f.name))"
 ).message("spec.freezeWindows: window names must be unique").field_path(".freezeWindows"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.legacyAccess) || self.cohortKeys.all(k, self.cohortKeys[k].header.lowerAscii() != self.legacyAccess.header.lowerAscii())"
+).message("spec.legacyAccess.header must differ from every cohortKeys header").field_path(".legacyAccess.header"))]
 pub struct CutoverPlanSpec {
     /// The system being migrated away from. Receives every cohort not yet migrated.
     pub legacy: Backend,

@@ -267,6 +267,9 @@ pub struct MigrationWaveStatus {
     /// When the dual-access window ends; legacy is retired only after this instant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dual_access_until: Option<Time>,
+    /// Who approved the current approval step, once someone has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
     /// How many entries of `spec.actions` the operator has processed.
     #[serde(default)]
     pub actions_processed: i32,

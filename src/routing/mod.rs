@@ -1,0 +1,178 @@
+//! Routers carry out the engine's routing decision for one cohort.
+//!
+//! The engine decides a [`RoutingState`] (how much of the cohort goes to the target,
+//! whether its writes go to maintenance, whether the legacy override is on). A router
+//! turns that into objects: an HTTPRoute per wave ([`gateway`]) or a key in a routing
+//! table ConfigMap ([`configmap`]). Routers write only when the cluster differs from the
+//! decision, so a settled wave costs no writes. Another router (Istio, say) is one more
+//! implementation of [`Router`]; the engine does not change.
+
+pub mod configmap;
+pub mod gateway;
+
+pub use configmap::{ConfigMapRouter, RoutingTableEntry};
+pub use gateway::{GatewayRouter, HTTPRoute};
+
+use std::collections::BTreeMap;
+
+use crate::api::{HeaderMatch, ParentRef, ServiceRef};
+
+/// The field manager for every write Switchyard makes, except the per-wave managers of
+/// the ConfigMap router (see [`configmap`]).
+pub const FIELD_MANAGER: &str = "switchyard";
+/// Label: the wave a routing object belongs to.
+pub const WAVE_LABEL: &str = "switchyard.dev/wave";
+/// Label: the plan a routing object belongs to.
+pub const PLAN_LABEL: &str = "switchyard.dev/plan";
+/// Label: set to `switchyard` on every object Switchyard owns.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// The value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY: &str = "switchyard";
+
+/// How the cohort's requests are routed, as the engine decided it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RoutingState {
+    /// Percent (0-100) of the cohort's requests sent to the target; the rest go to legacy.
+    pub target_weight: u8,
+    /// The cohort's writes (POST, PUT, PATCH, DELETE) go to the maintenance backend.
+    pub quiet: bool,
+    /// Requests carrying the plan's legacy-access header still reach legacy.
+    pub legacy_override: bool,
+}
+
+/// Which router a plan uses, with its settings.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RouterConfig {
+    /// One HTTPRoute per wave, attached to these parents.
+    GatewayApi {
+        parent_refs: Vec<ParentRef>,
+        hostnames: Vec<String>,
+    },
+    /// A routing table in the named ConfigMap.
+    ConfigMap { name: String },
+}
+
+/// Everything a router needs to know about one wave's cohort. Built by the controller
+/// from the wave and its plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WaveRoute {
+    /// The namespace of the wave, its plan and its routing objects.
+    pub namespace: String,
+    /// The wave's name.
+    pub wave: String,
+    /// The wave's UID, for owner references.
+    pub wave_uid: String,
+    /// The plan's name.
+    pub plan: String,
+    /// The cohort: cohort key to value, e.g. `team -> support`.
+    pub cohort: BTreeMap<String, String>,
+    /// The request headers that identify the cohort: header name to exact value,
+    /// e.g. `x-crm-team -> support`. Sorted by header name.
+    pub cohort_headers: BTreeMap<String, String>,
+    /// Where the cohort's traffic goes by default.
+    pub legacy: ServiceRef,
+    /// Where the cohort moves to.
+    pub target: ServiceRef,
+    /// Answers the cohort's writes during quiet steps.
+    pub maintenance: Option<ServiceRef>,
+    /// The override that reaches legacy during dual access.
+    pub legacy_access: Option<HeaderMatch>,
+    /// The router and its settings.
+    pub router: RouterConfig,
+}
+
+/// Whether a router call changed anything in the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// The cluster already matched; no write was made.
+    Unchanged,
+    /// One or more writes were made.
+    Changed,
+}
+
+/// Why routing could not be applied or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum RoutingError {
+    /// The API server refused or failed a request.
+    #[error("{action} {kind} {namespace}/{name}: {source}")]
+    Api {
+        action: &'static str,
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        /// Boxed: `kube::Error` is large, and every `Result` carrying this error would be.
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// An object with the route's name exists but is not Switchyard's; it is left alone.
+    #[error(
+        "{kind} {namespace}/{name} exists and is not managed by Switchyard; rename or remove it"
+    )]
+    NotOwned {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
+    /// A decision needs a backend the plan does not define.
+    #[error("the plan defines no {0} backend, which this routing state needs")]
+    MissingBackend(&'static str),
+    /// A router was handed a wave whose plan uses another router (a controller bug).
+    #[error(
+        "wave {wave}: its plan does not route through {expected}, so this router cannot apply it"
+    )]
+    RouterMismatch {
+        wave: String,
+        expected: &'static str,
+    },
+    /// The plan's legacy-access header is also one of its cohort headers, so no request
+    /// can be told apart as an override.
+    #[error(
+        "the plan's legacy-access header {header} is also a cohort header; give legacyAccess a header of its own"
+    )]
+    LegacyAccessClash { header: String },
+    /// A routing table entry could not be encoded or decoded.
+    #[error("routing table entry for wave {wave}: {source}")]
+    Table {
+        wave: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Refuses a plan whose legacy-access header is one of the cohort headers (compared
+/// without case, as HTTP does). Checked whatever the state, so that the plan is fixed
+/// before a migration starts rather than at its dual-access step.
+fn check_legacy_access(route: &WaveRoute) -> Result<(), RoutingError> {
+    match &route.legacy_access {
+        Some(access)
+            if route
+                .cohort_headers
+                .keys()
+                .any(|header| header.eq_ignore_ascii_case(&access.header)) =>
+        {
+            Err(RoutingError::LegacyAccessClash {
+                header: access.header.clone(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Carries out routing decisions for cohorts.
+pub trait Router {
+    /// Makes the cohort's routing match `state`. Writes nothing when it already does.
+    fn apply(
+        &self,
+        route: &WaveRoute,
+        state: &RoutingState,
+    ) -> impl Future<Output = Result<Written, RoutingError>> + Send;
+
+    /// Removes the wave's routing, so the cohort falls back to the platform's route to
+    /// legacy. Finds what to remove by label, so it works when the plan is gone.
+    /// Writes nothing when there is nothing to remove.
+    fn remove(
+        &self,
+        namespace: &str,
+        wave: &str,
+    ) -> impl Future<Output = Result<Written, RoutingError>> + Send;
+}

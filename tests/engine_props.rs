@@ -1,0 +1,320 @@
+//! Property tests of the wave engine's invariants (DESIGN.md §4, 1-5), over random specs,
+//! random sequences of human actions and observations, and random clock jumps.
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Timestamp};
+use proptest::prelude::*;
+use switchyard::{
+    api::{
+        AlertSpec, DurationString, FailureAction, MigrationWaveSpec, MigrationWaveStatus, Step,
+        TimedStep, WaveAction, WaveActionType, WavePhase,
+    },
+    engine::{
+        self, FiringAlert, Hold, MetricObservation, MetricOutcome, MetricPolicy, Observations,
+        PlanPermission, PlanRollback, RoutingIntent,
+    },
+};
+
+fn timed(secs: u32) -> Option<TimedStep> {
+    Some(TimedStep {
+        duration: DurationString::new(format!("{secs}s")),
+    })
+}
+
+fn step_strategy() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (0..=100i32).prop_map(|w| Step {
+            set_weight: Some(w),
+            ..Step::default()
+        }),
+        (1..120u32).prop_map(|d| Step {
+            analysis: timed(d),
+            ..Step::default()
+        }),
+        Just(Step {
+            approval: Some(Default::default()),
+            ..Step::default()
+        }),
+        (1..120u32).prop_map(|d| Step {
+            quiet: timed(d),
+            ..Step::default()
+        }),
+        (1..300u32).prop_map(|d| Step {
+            dual_access: timed(d),
+            ..Step::default()
+        }),
+    ]
+}
+
+fn spec_strategy() -> impl Strategy<Value = MigrationWaveSpec> {
+    (
+        prop::collection::vec(step_strategy(), 1..8),
+        prop::option::of(prop::bool::ANY),
+    )
+        .prop_map(|(steps, alert_pauses)| MigrationWaveSpec {
+            plan: "crm".into(),
+            cohort: BTreeMap::from([("team".to_owned(), "support".to_owned())]),
+            steps,
+            analysis: None,
+            alerts: alert_pauses.map(|pause| AlertSpec {
+                match_labels: BTreeMap::from([("team".to_owned(), "support".to_owned())]),
+                on_firing: Some(if pause {
+                    FailureAction::Pause
+                } else {
+                    FailureAction::Rollback
+                }),
+            }),
+            actions: Vec::new(),
+        })
+}
+
+#[derive(Clone, Debug)]
+enum Human {
+    None,
+    Pause,
+    Resume,
+    Rollback,
+    Retry,
+    ApproveCurrent,
+    ApproveOther(i32),
+}
+
+#[derive(Clone, Debug)]
+struct Event {
+    /// Seconds the clock moves before this reconcile (sometimes far).
+    jump: i64,
+    human: Human,
+    /// One metric's outcome this tick, or no metric at all.
+    metric: Option<(MetricOutcome, u32, bool)>,
+    alert: bool,
+    hold: bool,
+    may_start: bool,
+    plan_rollback: bool,
+}
+
+fn event_strategy() -> impl Strategy<Value = Event> {
+    let human = prop_oneof![
+        6 => Just(Human::None),
+        1 => Just(Human::Pause),
+        1 => Just(Human::Resume),
+        1 => Just(Human::Rollback),
+        1 => Just(Human::Retry),
+        2 => Just(Human::ApproveCurrent),
+        1 => (0..8i32).prop_map(Human::ApproveOther),
+    ];
+    let outcome = prop_oneof![
+        4 => Just(MetricOutcome::Healthy),
+        1 => Just(MetricOutcome::Breached),
+        1 => Just(MetricOutcome::NoData),
+        1 => Just(MetricOutcome::Error),
+    ];
+    (
+        prop_oneof![3 => 0..5i64, 2 => 5..200i64, 1 => 200..100_000i64],
+        human,
+        prop::option::of((outcome, 1..4u32, prop::bool::ANY)),
+        prop::bool::weighted(0.05),
+        prop::bool::weighted(0.1),
+        prop::bool::weighted(0.9),
+        prop::bool::weighted(0.03),
+    )
+        .prop_map(
+            |(jump, human, metric, alert, hold, may_start, plan_rollback)| Event {
+                jump,
+                human,
+                metric,
+                alert,
+                hold,
+                may_start,
+                plan_rollback,
+            },
+        )
+}
+
+fn observations(event: &Event, now: Timestamp) -> Observations {
+    Observations {
+        generation: Some(1),
+        problems: Vec::new(),
+        plan: PlanPermission {
+            may_start: event.may_start,
+            hold: event.hold.then(|| Hold {
+                reason: "FreezeWindow".into(),
+                message: "frozen".into(),
+                until: Some(now + SignedDuration::from_secs(3600)),
+            }),
+            rollback: event.plan_rollback.then(|| PlanRollback {
+                message: "plan policy".into(),
+            }),
+        },
+        metrics: event
+            .metric
+            .iter()
+            .map(|(outcome, limit, rollback)| MetricObservation {
+                name: "errors".into(),
+                outcome: *outcome,
+                value: Some(1.0),
+                evaluated_at: now,
+                message: None,
+                policy: MetricPolicy {
+                    failure_limit: *limit,
+                    on_failure: if *rollback {
+                        FailureAction::Rollback
+                    } else {
+                        FailureAction::Pause
+                    },
+                    on_no_data: FailureAction::Pause,
+                    on_error: if *rollback {
+                        FailureAction::Rollback
+                    } else {
+                        FailureAction::Pause
+                    },
+                },
+            })
+            .collect(),
+        next_evaluation_at: event
+            .metric
+            .as_ref()
+            .map(|_| now + SignedDuration::from_secs(10)),
+        firing_alerts: event
+            .alert
+            .then(|| FiringAlert {
+                name: "HandoffFailures".into(),
+                labels: BTreeMap::from([("team".to_owned(), "support".to_owned())]),
+            })
+            .into_iter()
+            .collect(),
+    }
+}
+
+fn action(human: &Human, status: &MigrationWaveStatus) -> Option<WaveAction> {
+    let (kind, step) = match human {
+        Human::None => return None,
+        Human::Pause => (WaveActionType::Pause, None),
+        Human::Resume => (WaveActionType::Resume, None),
+        Human::Rollback => (WaveActionType::Rollback, None),
+        Human::Retry => (WaveActionType::Retry, None),
+        Human::ApproveCurrent => (
+            WaveActionType::Approve,
+            Some(status.step_index.unwrap_or(0)),
+        ),
+        Human::ApproveOther(step) => (WaveActionType::Approve, Some(*step)),
+    };
+    Some(WaveAction {
+        action: kind,
+        user: "alice".into(),
+        step,
+        message: None,
+    })
+}
+
+/// How far a wave has got: higher is further. Completed is past every step.
+fn progress(status: &MigrationWaveStatus, steps: usize) -> i64 {
+    match status.phase {
+        WavePhase::Completed => steps as i64 + 1,
+        WavePhase::Pending | WavePhase::RolledBack => -1,
+        _ => status.step_index.map_or(-1, i64::from),
+    }
+}
+
+fn weight(routing: &RoutingIntent) -> i32 {
+    match routing {
+        RoutingIntent::Route(state) => i32::from(state.target_weight),
+        _ => 0,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn invariants_hold_over_random_histories(
+        mut spec in spec_strategy(),
+        events in prop::collection::vec(event_strategy(), 1..60),
+    ) {
+        let steps = spec.steps.len();
+        let mut now: Timestamp = "2026-03-01T00:00:00Z".parse().unwrap();
+        let mut status = MigrationWaveStatus::default();
+        let mut routing = RoutingIntent::Remove;
+        for event in &events {
+            now += SignedDuration::from_secs(event.jump);
+            let new_action = action(&event.human, &status);
+            spec.actions.extend(new_action.clone());
+            let obs = observations(event, now);
+            let decision = engine::decide(&spec, &status, &obs, now);
+            let next = &decision.status;
+            let kind = new_action.as_ref().map(|a| a.action);
+            let moved_forward = progress(next, steps) > progress(&status, steps)
+                || weight(&decision.routing) > weight(&routing) && next.phase != WavePhase::Completed;
+
+            // Invariant 1: no forward progress while held, breaching or unknown, paused,
+            // or missing an approval.
+            let metric_bad = event.metric.is_some_and(|(o, _, _)| o != MetricOutcome::Healthy);
+            if event.hold || metric_bad {
+                prop_assert!(!moved_forward, "moved forward while held or on a bad metric: {:?} -> {:?}", status.phase, next.phase);
+            }
+            if status.phase == WavePhase::Paused && kind != Some(WaveActionType::Resume) {
+                prop_assert!(!moved_forward, "a paused wave moved forward");
+            }
+            if kind == Some(WaveActionType::Pause) && status.phase != WavePhase::Paused {
+                prop_assert!(!moved_forward, "moved forward in the reconcile that paused it");
+            }
+            let at_approval = status.step_index.and_then(|i| spec.steps.get(i as usize)).is_some_and(|s| s.approval.is_some());
+            let approved_now = kind == Some(WaveActionType::Approve)
+                && new_action.as_ref().and_then(|a| a.step) == status.step_index;
+            if at_approval && status.approved_by.is_none() && !approved_now
+                && matches!(status.phase, WavePhase::AwaitingApproval | WavePhase::Paused)
+            {
+                prop_assert!(!moved_forward, "passed an approval step without an approval");
+            }
+
+            // Invariant 2: legacy access is never retired before the window has elapsed.
+            if let RoutingIntent::Route(before) = routing
+                && before.legacy_override
+                && next.phase != WavePhase::RolledBack
+                && !matches!(decision.routing, RoutingIntent::Route(after) if after.legacy_override)
+            {
+                let until = status.dual_access_until.as_ref().expect("dual access has an end").0;
+                prop_assert!(now >= until, "legacy retired at {now}, window ends {until}");
+            }
+
+            // Invariant 3: a rollback always happens, and restores 100% legacy at once.
+            let plan_rollback_applies = kind.is_none()
+                && event.plan_rollback
+                && status.step_index.is_some()
+                && status.phase != WavePhase::Completed;
+            if kind == Some(WaveActionType::Rollback) || plan_rollback_applies {
+                prop_assert_eq!(next.phase, WavePhase::RolledBack);
+                prop_assert_eq!(decision.routing, RoutingIntent::Remove);
+            }
+
+            // Invariant 4: a rolled-back wave stays rolled back until an explicit retry.
+            if status.phase == WavePhase::RolledBack && kind != Some(WaveActionType::Retry) {
+                prop_assert_eq!(next.phase, WavePhase::RolledBack);
+                prop_assert_eq!(decision.routing, RoutingIntent::Remove);
+            }
+            if next.phase != WavePhase::RolledBack && status.phase == WavePhase::RolledBack {
+                prop_assert_eq!(next.attempt, status.attempt + 1, "left RolledBack without a recorded retry");
+                prop_assert!(next.history.iter().any(|h| h.event == "Retried" && h.actor.as_deref() == Some("alice")));
+            }
+
+            // Invariant 5: deciding again on the same observations writes nothing,
+            // unless a transition was due right now; and repeating settles.
+            let mut settled = decision.clone();
+            for _ in 0..=steps + 2 {
+                let again = engine::decide(&spec, &settled.status, &obs, now);
+                if again.status == settled.status && again.routing == settled.routing {
+                    prop_assert!(again.events.is_empty(), "an unchanged decision emitted events");
+                    break;
+                }
+                prop_assert_eq!(settled.requeue_at, Some(engine::whole_seconds(now)),
+                    "the status changed on a second decision although nothing was due");
+                settled = again;
+            }
+            let last = engine::decide(&spec, &settled.status, &obs, now);
+            prop_assert_eq!(&last.status, &settled.status, "did not settle");
+
+            status = decision.status;
+            routing = decision.routing;
+        }
+    }
+}
