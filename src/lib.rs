@@ -2,6 +2,7 @@
 //! legacy system to its replacement.
 
 pub mod api;
+pub mod controller;
 pub mod crdgen;
 pub mod engine;
 pub mod routing;

@@ -14,6 +14,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controllers against the cluster of the current kubeconfig (or in-cluster).
+    Run {
+        /// Watch only this namespace; all namespaces when omitted.
+        #[arg(long, env = "SWITCHYARD_NAMESPACE")]
+        namespace: Option<String>,
+    },
     /// Print the CustomResourceDefinitions as YAML, or write one file per kind.
     Crds {
         /// Write one file per kind into this directory instead of printing.
@@ -40,6 +46,28 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
+        Command::Run { namespace } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info,kube=warn".into()),
+                )
+                .init();
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let client = kube::Client::try_default().await?;
+                let settings = switchyard::controller::Settings {
+                    namespace,
+                    ..Default::default()
+                };
+                let stats = std::sync::Arc::default();
+                tokio::select! {
+                    () = switchyard::controller::wave::run(client, settings, stats) => {}
+                    _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+                }
+                Ok::<(), Box<dyn std::error::Error>>(())
+            })?;
+        }
         Command::Crds { out_dir: None } => {
             print!("{}", switchyard::crdgen::all_yaml()?);
         }

@@ -833,6 +833,11 @@ pub fn decide(
         }
     };
     let mut status = status.clone();
+    // RollingBack records a rollback whose routing removal has not been confirmed yet;
+    // the decision is still "rolled back", and the controller retries the removal.
+    if status.phase == WavePhase::RollingBack {
+        status.phase = WavePhase::RolledBack;
+    }
     status.cohort = Some(spec.cohort_display());
     status.observed_generation = observations.generation;
     if let Some(i) = status.step_index

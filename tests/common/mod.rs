@@ -2,6 +2,8 @@
 //! Switchyard's CRDs and the Gateway API CRDs installed, and a namespace per test.
 #![allow(dead_code)]
 
+pub mod waves;
+
 use kube::{
     Api, Client,
     api::{DynamicObject, PostParams},

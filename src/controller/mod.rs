@@ -1,0 +1,92 @@
+//! The controllers: observe → decide → apply → record.
+//!
+//! Each reconcile reads what it needs (observe), asks the pure engine what should be true
+//! (decide), makes the routing so (apply), then writes status and Events (record), and
+//! requeues at the engine's next deadline. Only `observe`, `apply` and `record` talk to
+//! the API server.
+
+pub mod wave;
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use kube::{Client, runtime::events::Reporter};
+
+/// Counters a caller can read while the controller runs (tests, metrics).
+#[derive(Debug, Default)]
+pub struct Stats {
+    reconciles: AtomicU64,
+    errors: AtomicU64,
+    routing_writes: AtomicU64,
+    status_writes: AtomicU64,
+}
+
+impl Stats {
+    /// Reconciles started.
+    pub fn reconciles(&self) -> u64 {
+        self.reconciles.load(Ordering::Relaxed)
+    }
+    /// Reconciles that failed.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+    /// Routing changes written (HTTPRoute or ConfigMap writes and deletions).
+    pub fn routing_writes(&self) -> u64 {
+        self.routing_writes.load(Ordering::Relaxed)
+    }
+    /// Status patches written.
+    pub fn status_writes(&self) -> u64 {
+        self.status_writes.load(Ordering::Relaxed)
+    }
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How the controllers run.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Watch one namespace, or all when None.
+    pub namespace: Option<String>,
+    /// The name Events are reported under.
+    pub reporter: String,
+    /// Identifies this replica in Events.
+    pub instance: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            reporter: "switchyard".into(),
+            instance: None,
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Publishes Events.
+    pub recorder: kube::runtime::events::Recorder,
+    /// Counters.
+    pub stats: Arc<Stats>,
+}
+
+impl Context {
+    /// A context for these settings.
+    pub fn new(client: Client, settings: &Settings, stats: Arc<Stats>) -> Self {
+        let reporter = Reporter {
+            controller: settings.reporter.clone(),
+            instance: settings.instance.clone(),
+        };
+        Self {
+            recorder: kube::runtime::events::Recorder::new(client.clone(), reporter),
+            client,
+            stats,
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! The MigrationWave controller.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Service;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        Controller,
+        controller::Action,
+        events::{Event as KubeEvent, EventType},
+        finalizer::{self, Event as Finalize},
+        reflector::ObjectRef,
+        watcher,
+    },
+};
+use tracing::{debug, info, warn};
+
+use super::{Context, Settings, Stats};
+use crate::api::{CutoverPlan, MigrationWave, MigrationWaveStatus, WavePhase};
+use crate::engine::{self, Decision, EventKind, Observations, Problem, RoutingIntent};
+use crate::routing::{
+    ConfigMapRouter, FIELD_MANAGER, GatewayRouter, HTTPRoute, MANAGED_BY, MANAGED_BY_LABEL, Router,
+    RouterConfig, RoutingError, WaveRoute, Written,
+};
+
+/// The finalizer that makes deleting a wave remove its routing first.
+pub const FINALIZER: &str = "switchyard.dev/routing-cleanup";
+
+/// How often a wave whose Service is missing is looked at again. Services are not
+/// watched (that would mean watching every Service in the cluster).
+const MISSING_BACKEND_POLL: Duration = Duration::from_secs(10);
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading the plan or a Service failed.
+    #[error("could not read {what}: {source}")]
+    Observe {
+        what: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// Applying or removing routing failed.
+    #[error("could not apply routing: {0}")]
+    Routing(#[source] RoutingError),
+    /// Writing status failed.
+    #[error("could not write status: {0}")]
+    Status(#[source] Box<kube::Error>),
+    /// Adding or removing the finalizer failed.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+    /// The object has no namespace (it is namespaced, so this is an API server bug).
+    #[error("the MigrationWave has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    /// A bounded category, for metrics labels and Event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Observe { .. } => "observe",
+            Error::Routing(_) => "routing",
+            Error::Status(_) => "status",
+            Error::Finalizer(_) => "finalizer",
+            Error::NoNamespace => "invalid",
+        }
+    }
+}
+
+/// Runs the MigrationWave controller until the future is dropped.
+pub async fn run(client: Client, settings: Settings, stats: Arc<Stats>) {
+    let waves: Api<MigrationWave> = scoped(&client, &settings);
+    let plans: Api<CutoverPlan> = scoped(&client, &settings);
+    let routes: Api<HTTPRoute> = scoped(&client, &settings);
+    let context = Arc::new(Context::new(client, &settings, stats));
+
+    let controller = Controller::new(waves, watcher::Config::default());
+    let store = controller.store();
+    controller
+        .owns(
+            routes,
+            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
+        )
+        .watches(plans, watcher::Config::default(), move |plan| {
+            // A plan change (its routing, backends, cohort keys) concerns its waves.
+            let namespace = plan.namespace();
+            let name = plan.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(move |wave| wave.namespace() == namespace && wave.spec.plan == name)
+                .map(|wave| ObjectRef::from_obj(&*wave))
+        })
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                Ok((wave, _)) => debug!(wave = %wave, "reconciled"),
+                Err(err) => debug!(error = %err, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+fn scoped<K>(client: &Client, settings: &Settings) -> Api<K>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match &settings.namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn reconcile(wave: Arc<MigrationWave>, ctx: Arc<Context>) -> Result<Action, Error> {
+    Stats::bump(&ctx.stats.reconciles);
+    let namespace = wave.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<MigrationWave> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer::finalizer(&api, FINALIZER, wave, |event| async {
+        match event {
+            Finalize::Apply(wave) => apply(&wave, &ctx).await,
+            Finalize::Cleanup(wave) => cleanup(&wave, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|err| Error::Finalizer(Box::new(err)))
+}
+
+fn error_policy(wave: Arc<MigrationWave>, error: &Error, ctx: Arc<Context>) -> Action {
+    Stats::bump(&ctx.stats.errors);
+    warn!(wave = %wave.name_any(), category = error.category(), error = %error, "reconcile failed");
+    // Spread retries so that many waves failing together do not retry in lockstep.
+    let jitter = u64::from(wave.name_any().bytes().fold(0u8, |a, b| a.wrapping_add(b))) % 2000;
+    Action::requeue(Duration::from_millis(3000 + jitter))
+}
+
+/// observe → decide → apply → record, for a wave that is not being deleted.
+async fn apply(wave: &MigrationWave, ctx: &Context) -> Result<Action, Error> {
+    let (observations, route) = observe(wave, &ctx.client).await?;
+    let status = wave.status.clone().unwrap_or_default();
+    let now = Timestamp::now();
+    let decision = engine::decide(&wave.spec, &status, &observations, now);
+
+    let mut recorded = decision.status.clone();
+    if let Err(err) = apply_routing(&decision, route.as_ref(), wave, ctx).await {
+        // A rollback that could not be carried out yet shows as RollingBack, so nobody
+        // mistakes it for done; the retry goes on with backoff.
+        if recorded.phase == WavePhase::RolledBack {
+            recorded.phase = WavePhase::RollingBack;
+            record(wave, &status, &recorded, &decision, ctx).await?;
+        }
+        return Err(Error::Routing(err));
+    }
+    record(wave, &status, &recorded, &decision, ctx).await?;
+    Ok(next_action(&decision, &observations, now))
+}
+
+fn next_action(decision: &Decision, observations: &Observations, now: Timestamp) -> Action {
+    let poll = observations
+        .problems
+        .iter()
+        .any(Problem::needs_polling)
+        .then_some(MISSING_BACKEND_POLL);
+    let deadline = decision.requeue_at.map(|at| {
+        let wait = at.duration_since(now).as_millis().max(0) as u64;
+        // Timestamps have whole seconds; waking just after the deadline avoids a
+        // reconcile that finds it not quite reached.
+        Duration::from_millis(wait + 50)
+    });
+    match (poll, deadline) {
+        (Some(a), Some(b)) => Action::requeue(a.min(b)),
+        (Some(d), None) | (None, Some(d)) => Action::requeue(d),
+        (None, None) => Action::await_change(),
+    }
+}
+
+/// Reads the wave's plan and backends, and turns them into observations and, when the
+/// configuration holds together, the route to apply.
+async fn observe(
+    wave: &MigrationWave,
+    client: &Client,
+) -> Result<(Observations, Option<WaveRoute>), Error> {
+    let namespace = wave.namespace().ok_or(Error::NoNamespace)?;
+    let name = wave.name_any();
+    let mut observations = Observations {
+        generation: wave.metadata.generation,
+        ..Observations::default()
+    };
+    let plans: Api<CutoverPlan> = Api::namespaced(client.clone(), &namespace);
+    let read = |what: String| {
+        move |source| Error::Observe {
+            what,
+            source: Box::new(source),
+        }
+    };
+    let Some(plan) = plans
+        .get_opt(&wave.spec.plan)
+        .await
+        .map_err(read(format!("CutoverPlan {namespace}/{}", wave.spec.plan)))?
+    else {
+        observations.problems.push(Problem::PlanNotFound {
+            plan: wave.spec.plan.clone(),
+        });
+        return Ok((observations, None));
+    };
+    let spec = &plan.spec;
+    let problems = &mut observations.problems;
+    if !spec.waves.iter().any(|w| w.name == name) {
+        problems.push(Problem::NotInPlan {
+            plan: plan.name_any(),
+        });
+    }
+    for key in wave.spec.cohort.keys() {
+        if !spec.cohort_keys.contains_key(key) {
+            problems.push(Problem::UnknownCohortKey {
+                key: key.clone(),
+                known: spec.cohort_keys.keys().cloned().collect(),
+            });
+        }
+    }
+    let has_quiet = wave.spec.steps.iter().any(|s| s.quiet.is_some());
+    if has_quiet && spec.maintenance.is_none() {
+        problems.push(Problem::MaintenanceNotConfigured);
+    }
+    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+    let mut backends = vec![
+        ("legacy", &spec.legacy.service),
+        ("target", &spec.target.service),
+    ];
+    if has_quiet && let Some(maintenance) = &spec.maintenance {
+        backends.push(("maintenance", &maintenance.service));
+    }
+    for (role, service) in backends {
+        let found = services
+            .get_metadata_opt(&service.name)
+            .await
+            .map_err(read(format!("Service {namespace}/{}", service.name)))?;
+        if found.is_none() {
+            problems.push(Problem::BackendNotFound {
+                role,
+                service: service.name.clone(),
+            });
+        }
+    }
+    if !observations.problems.is_empty() {
+        return Ok((observations, None));
+    }
+    let router = match (&spec.routing.gateway_api, &spec.routing.config_map) {
+        (Some(gateway), _) => RouterConfig::GatewayApi {
+            parent_refs: gateway.parent_refs.clone(),
+            hostnames: gateway.hostnames.clone(),
+        },
+        (None, Some(config_map)) => RouterConfig::ConfigMap {
+            name: config_map.name.clone(),
+        },
+        (None, None) => {
+            observations.problems.push(Problem::InvalidSpec {
+                message: "the plan sets no router".into(),
+            });
+            return Ok((observations, None));
+        }
+    };
+    let route = WaveRoute {
+        namespace,
+        wave: name,
+        wave_uid: wave.uid().unwrap_or_default(),
+        plan: plan.name_any(),
+        cohort: wave.spec.cohort.clone(),
+        cohort_headers: wave
+            .spec
+            .cohort
+            .iter()
+            .filter_map(|(key, value)| {
+                spec.cohort_keys
+                    .get(key)
+                    .map(|k| (k.header.clone(), value.clone()))
+            })
+            .collect(),
+        legacy: spec.legacy.service.clone(),
+        target: spec.target.service.clone(),
+        maintenance: spec.maintenance.as_ref().map(|m| m.service.clone()),
+        legacy_access: spec.legacy_access.clone(),
+        router,
+    };
+    Ok((observations, Some(route)))
+}
+
+async fn apply_routing(
+    decision: &Decision,
+    route: Option<&WaveRoute>,
+    wave: &MigrationWave,
+    ctx: &Context,
+) -> Result<(), RoutingError> {
+    let written = match (decision.routing, route) {
+        (RoutingIntent::Leave, _) => Written::Unchanged,
+        (RoutingIntent::Route(state), Some(route)) => match route.router {
+            RouterConfig::GatewayApi { .. } => {
+                GatewayRouter::new(ctx.client.clone())
+                    .apply(route, &state)
+                    .await?
+            }
+            RouterConfig::ConfigMap { .. } => {
+                ConfigMapRouter::new(ctx.client.clone())
+                    .apply(route, &state)
+                    .await?
+            }
+        },
+        // The engine routes only valid waves, and a valid wave always has a route.
+        (RoutingIntent::Route(_), None) => Written::Unchanged,
+        (RoutingIntent::Remove, Some(route)) => match route.router {
+            RouterConfig::GatewayApi { .. } => {
+                GatewayRouter::new(ctx.client.clone())
+                    .remove(&route.namespace, &route.wave)
+                    .await?
+            }
+            RouterConfig::ConfigMap { .. } => {
+                ConfigMapRouter::new(ctx.client.clone())
+                    .remove(&route.namespace, &route.wave)
+                    .await?
+            }
+        },
+        (RoutingIntent::Remove, None) => remove_everywhere(wave, &ctx.client).await?,
+    };
+    if written == Written::Changed {
+        Stats::bump(&ctx.stats.routing_writes);
+    }
+    Ok(())
+}
+
+/// Removes the wave's routing from every router; needs no plan.
+async fn remove_everywhere(wave: &MigrationWave, client: &Client) -> Result<Written, RoutingError> {
+    let namespace = wave.namespace().unwrap_or_default();
+    let name = wave.name_any();
+    let gateway = GatewayRouter::new(client.clone())
+        .remove(&namespace, &name)
+        .await?;
+    let table = ConfigMapRouter::new(client.clone())
+        .remove(&namespace, &name)
+        .await?;
+    Ok(
+        if gateway == Written::Changed || table == Written::Changed {
+            Written::Changed
+        } else {
+            Written::Unchanged
+        },
+    )
+}
+
+/// Writes status if it changed, and one Event per transition.
+async fn record(
+    wave: &MigrationWave,
+    before: &MigrationWaveStatus,
+    after: &MigrationWaveStatus,
+    decision: &Decision,
+    ctx: &Context,
+) -> Result<(), Error> {
+    if after != before {
+        let api: Api<MigrationWave> =
+            Api::namespaced(ctx.client.clone(), &wave.namespace().unwrap_or_default());
+        let patch = serde_json::json!({
+            "apiVersion": "switchyard.dev/v1alpha1",
+            "kind": "MigrationWave",
+            "status": after,
+        });
+        api.patch_status(
+            &wave.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|err| Error::Status(Box::new(err)))?;
+        Stats::bump(&ctx.stats.status_writes);
+        if after.phase != before.phase {
+            info!(wave = %wave.name_any(), from = ?before.phase, to = ?after.phase, "phase changed");
+        }
+    }
+    let reference = wave.object_ref(&());
+    for event in &decision.events {
+        let published = ctx
+            .recorder
+            .publish(
+                &KubeEvent {
+                    type_: match event.kind {
+                        EventKind::Normal => EventType::Normal,
+                        EventKind::Warning => EventType::Warning,
+                    },
+                    reason: event.reason.clone(),
+                    note: Some(event.note.chars().take(1000).collect()),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                },
+                &reference,
+            )
+            .await;
+        // An Event is a notification; losing one must not fail the reconcile.
+        if let Err(err) = published {
+            warn!(wave = %wave.name_any(), error = %err, "could not publish an Event");
+        }
+    }
+    Ok(())
+}
+
+/// The wave is being deleted: remove its routing, then let the deletion finish.
+async fn cleanup(wave: &MigrationWave, ctx: &Context) -> Result<Action, Error> {
+    let written = remove_everywhere(wave, &ctx.client)
+        .await
+        .map_err(Error::Routing)?;
+    if written == Written::Changed {
+        Stats::bump(&ctx.stats.routing_writes);
+    }
+    info!(wave = %wave.name_any(), "routing removed before deletion");
+    Ok(Action::await_change())
+}

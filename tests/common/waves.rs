@@ -1,0 +1,206 @@
+//! Helpers for tests that run the MigrationWave controller against the real API server.
+#![allow(dead_code)]
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::api::core::v1::Service;
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams, PostParams},
+    runtime::wait::await_condition,
+};
+use serde_json::json;
+use switchyard::{
+    api::{CutoverPlan, MigrationWave, WavePhase},
+    controller::{Settings, Stats},
+};
+
+/// A running controller, scoped to one namespace. Dropping it stops it.
+pub struct RunningController {
+    pub stats: Arc<Stats>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl RunningController {
+    pub fn start(client: &Client, namespace: &str) -> Self {
+        Self::start_with(client, namespace, Arc::default())
+    }
+
+    /// Starts a controller that keeps counting into `stats`.
+    pub fn start_with(client: &Client, namespace: &str, stats: Arc<Stats>) -> Self {
+        let settings = Settings {
+            namespace: Some(namespace.to_owned()),
+            ..Settings::default()
+        };
+        let handle = tokio::spawn(switchyard::controller::wave::run(
+            client.clone(),
+            settings,
+            stats.clone(),
+        ));
+        Self { stats, handle }
+    }
+
+    /// Stops the controller at once, as a crash would.
+    pub async fn stop(mut self) -> Arc<Stats> {
+        self.handle.abort();
+        let handle = std::mem::replace(&mut self.handle, tokio::spawn(async {}));
+        let _ = handle.await;
+        self.stats.clone()
+    }
+}
+
+impl Drop for RunningController {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+pub async fn create_service(client: &Client, namespace: &str, name: &str, port: i32) {
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let service: Service = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"ports": [{"port": port}], "selector": {"app": name}}
+    }))
+    .unwrap();
+    services
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
+}
+
+/// The backends every test plan uses.
+pub async fn create_backends(client: &Client, namespace: &str) {
+    create_service(client, namespace, "legacy-crm", 80).await;
+    create_service(client, namespace, "orchestration", 8080).await;
+    create_service(client, namespace, "crm-maintenance", 80).await;
+}
+
+/// A plan routing through the Gateway API (or a ConfigMap table) with the given waves.
+pub fn plan(name: &str, waves: &[&str], config_map: bool) -> CutoverPlan {
+    let routing = if config_map {
+        json!({"configMap": {"name": "crm-routing"}})
+    } else {
+        json!({"gatewayAPI": {"parentRefs": [{"name": "public", "namespace": "gateways"}],
+               "hostnames": ["crm.example.com"]}})
+    };
+    serde_json::from_value(json!({
+        "apiVersion": "switchyard.dev/v1alpha1",
+        "kind": "CutoverPlan",
+        "metadata": {"name": name},
+        "spec": {
+            "legacy": {"service": {"name": "legacy-crm", "port": 80}},
+            "target": {"service": {"name": "orchestration", "port": 8080}},
+            "maintenance": {"service": {"name": "crm-maintenance", "port": 80}},
+            "routing": routing,
+            "cohortKeys": {"team": {"header": "x-crm-team"}, "region": {"header": "x-crm-region"}},
+            "legacyAccess": {"header": "x-switchyard-legacy", "value": "true"},
+            "waves": waves.iter().map(|w| json!({"name": w})).collect::<Vec<_>>(),
+            "maxConcurrentWaves": 4
+        }
+    }))
+    .unwrap()
+}
+
+pub fn wave(
+    name: &str,
+    plan: &str,
+    team: &str,
+    region: &str,
+    steps: serde_json::Value,
+) -> MigrationWave {
+    serde_json::from_value(json!({
+        "apiVersion": "switchyard.dev/v1alpha1",
+        "kind": "MigrationWave",
+        "metadata": {"name": name},
+        "spec": {"plan": plan, "cohort": {"team": team, "region": region}, "steps": steps}
+    }))
+    .unwrap()
+}
+
+pub async fn create<K>(client: &Client, namespace: &str, object: &K)
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    api.create(&PostParams::default(), object).await.unwrap();
+}
+
+/// Waits until the wave satisfies `check`, failing the test after `timeout`.
+pub async fn wait_wave(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    check: impl Fn(&MigrationWave) -> bool,
+) -> MigrationWave {
+    let api: Api<MigrationWave> = Api::namespaced(client.clone(), namespace);
+    let condition = move |wave: Option<&MigrationWave>| wave.is_some_and(&check);
+    match tokio::time::timeout(timeout, await_condition(api.clone(), name, condition)).await {
+        Ok(Ok(Some(wave))) => wave,
+        Ok(Ok(None)) => panic!("wave {name} disappeared while waiting for {what}"),
+        Ok(Err(err)) => panic!("watching wave {name}: {err}"),
+        Err(_) => {
+            let wave = api.get_opt(name).await.unwrap();
+            panic!(
+                "wave {name} did not reach {what} within {timeout:?}; it is {}",
+                serde_json::to_string_pretty(&wave.map(|w| w.status)).unwrap()
+            )
+        }
+    }
+}
+
+pub async fn wait_phase(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    phase: WavePhase,
+    step: Option<i32>,
+) -> MigrationWave {
+    wait_wave(
+        client,
+        namespace,
+        name,
+        Duration::from_secs(30),
+        &format!("{phase:?} at step {step:?}"),
+        |w| {
+            w.status
+                .as_ref()
+                .is_some_and(|s| s.phase == phase && (step.is_none() || s.step_index == step))
+        },
+    )
+    .await
+}
+
+/// Appends a human action to the wave, as `kubectl wave` will.
+pub async fn act(client: &Client, namespace: &str, name: &str, action: serde_json::Value) {
+    let api: Api<MigrationWave> = Api::namespaced(client.clone(), namespace);
+    let mut wave = api.get(name).await.unwrap();
+    wave.spec
+        .actions
+        .push(serde_json::from_value(action).expect("a valid action"));
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"metadata": {"resourceVersion": wave.metadata.resource_version},
+                             "spec": {"actions": wave.spec.actions}}),
+        ),
+    )
+    .await
+    .unwrap();
+}
+
+/// A condition's `status/reason`, or "absent".
+pub fn condition(wave: &MigrationWave, type_: &str) -> String {
+    wave.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .map_or("absent".into(), |c| format!("{}/{}", c.status, c.reason))
+}

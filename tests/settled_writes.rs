@@ -1,0 +1,139 @@
+//! Reconciling a settled wave writes nothing. Writes are counted by the API server itself
+//! (`apiserver_request_total`), so this test has a control plane of its own (a test
+//! binary of its own) and nothing else writes to it meanwhile.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::waves::*;
+use kube::Client;
+use serde_json::json;
+use switchyard::api::WavePhase;
+
+const WRITE_VERBS: [&str; 6] = [
+    "POST",
+    "PUT",
+    "PATCH",
+    "APPLY",
+    "DELETE",
+    "DELETECOLLECTION",
+];
+const OUR_RESOURCES: [&str; 5] = [
+    "migrationwaves",
+    "cutoverplans",
+    "httproutes",
+    "configmaps",
+    "events",
+];
+
+/// Write requests the API server has served, by resource.
+async fn writes(client: &Client) -> BTreeMap<String, u64> {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = client.request_text(request).await.unwrap();
+    let mut counts = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let label = |name: &str| {
+            line.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or("")
+        };
+        let (resource, verb) = (label("resource"), label("verb"));
+        if WRITE_VERBS.contains(&verb) && OUR_RESOURCES.contains(&resource) {
+            let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+            let key = match label("subresource") {
+                "" => resource.to_owned(),
+                sub => format!("{resource}/{sub}"),
+            };
+            *counts.entry(key).or_default() += value as u64;
+        }
+    }
+    counts
+}
+
+#[tokio::test]
+async fn reconciling_a_settled_wave_writes_nothing() {
+    let (client, ns) = common::admin_in_fresh_namespace("settled").await;
+    create_backends(&client, &ns).await;
+    create(&client, &ns, &plan("crm", &["support-emea"], false)).await;
+    let before_walk = writes(&client).await;
+    let controller = RunningController::start(&client, &ns);
+    let steps = json!([
+        {"setWeight": 10}, {"analysis": {"duration": "1s"}}, {"approval": {}},
+        {"quiet": {"duration": "1s"}}, {"setWeight": 100}, {"dualAccess": {"duration": "2s"}}
+    ]);
+    create(
+        &client,
+        &ns,
+        &wave("support-emea", "crm", "support", "emea", steps),
+    )
+    .await;
+    wait_phase(
+        &client,
+        &ns,
+        "support-emea",
+        WavePhase::AwaitingApproval,
+        Some(2),
+    )
+    .await;
+    act(
+        &client,
+        &ns,
+        "support-emea",
+        json!({"type": "Approve", "step": 2, "user": "alice"}),
+    )
+    .await;
+    wait_phase(&client, &ns, "support-emea", WavePhase::Completed, None).await;
+    // The Completed Event is published right after the status write; let it land.
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(client.clone(), &ns);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let list = events.list(&Default::default()).await.unwrap();
+        if list
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Completed"))
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no Completed Event");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let stats = controller.stop().await;
+    let after_walk = writes(&client).await;
+    let walk: BTreeMap<&String, u64> = after_walk
+        .iter()
+        .map(|(k, v)| (k, v - before_walk.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect();
+    println!(
+        "one full wave: {} reconciles; API writes by resource (the test's own 2: the wave's creation and one approval): {walk:?}",
+        stats.reconciles()
+    );
+
+    // A fresh controller reconciles the settled wave from scratch, and writes nothing.
+    let restarted = RunningController::start(&client, &ns);
+    wait_wave(
+        &client,
+        &ns,
+        "support-emea",
+        std::time::Duration::from_secs(10),
+        "a reconcile",
+        |_| restarted.stats.reconciles() >= 1,
+    )
+    .await;
+    // Let any write it might make reach the API server before counting.
+    let settled_at = restarted.stats.reconciles();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let stats = restarted.stop().await;
+    let after_restart = writes(&client).await;
+    assert_eq!(stats.errors(), 0);
+    assert!(stats.reconciles() >= settled_at);
+    assert_eq!(after_restart, after_walk, "a settled wave was written to");
+    assert_eq!(stats.status_writes() + stats.routing_writes(), 0);
+}
