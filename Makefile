@@ -12,13 +12,14 @@ export CARGO_TERM_COLOR ?= never
 export KUBE_VERSION ?= v1.37.2
 GATEWAY_API_VERSION ?= v1.6.3
 
-.PHONY: test deps kube-apiserver gateway-api-crds fmt-check clippy unit integration crds
+.PHONY: bench test deps kube-apiserver gateway-api-crds monitoring-tools fmt-check clippy unit integration crds
 
 ## test: install what is missing, then fmt check, clippy, unit and integration tests.
 test: deps fmt-check clippy unit integration
 
-## deps: the toolchain checks, a cached kube-apiserver, and the Gateway API module.
-deps: kube-apiserver gateway-api-crds
+## deps: the toolchain checks, a cached kube-apiserver, the Gateway API module, and
+## Prometheus and Alertmanager.
+deps: kube-apiserver gateway-api-crds monitoring-tools
 	@command -v cargo >/dev/null || { echo "cargo is required (rustup)"; exit 1; }
 	@cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
@@ -29,6 +30,18 @@ kube-apiserver:
 
 gateway-api-crds:
 	@cd /tmp && go mod download sigs.k8s.io/gateway-api@$(GATEWAY_API_VERSION)
+
+## monitoring-tools: Prometheus and Alertmanager from Debian, for the monitoring tests
+## (PROMETHEUS and ALERTMANAGER override the binaries' paths in the tests).
+monitoring-tools:
+	@if ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then \
+		if [ "$$(id -u)" -eq 0 ]; then sudo=; \
+		elif command -v sudo >/dev/null; then sudo=sudo; \
+		else echo "install the Debian packages prometheus and prometheus-alertmanager as root"; exit 1; fi; \
+		$$sudo apt-get update -qq && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			prometheus prometheus-alertmanager; \
+	fi
 
 fmt-check:
 	cargo fmt --all -- --check
@@ -44,6 +57,10 @@ unit:
 ## integration: tests against a real kube-apiserver and etcd.
 integration:
 	cargo test --workspace --locked --tests
+
+## bench: the benchmarks (print figures; they assert nothing about time).
+bench: deps
+	cargo bench --locked --bench alert_to_route
 
 ## crds: regenerate crds/ from the Rust types.
 crds:

@@ -1,8 +1,11 @@
 //! Switchyard: a Kubernetes operator for phased, cohort-by-cohort migrations from a
 //! legacy system to its replacement.
 
+pub mod alerts;
+pub mod analysis;
 pub mod api;
 pub mod controller;
 pub mod crdgen;
 pub mod engine;
 pub mod routing;
+pub mod runtime;

@@ -14,12 +14,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the controllers against the cluster of the current kubeconfig (or in-cluster).
-    Run {
-        /// Watch only this namespace; all namespaces when omitted.
-        #[arg(long, env = "SWITCHYARD_NAMESPACE")]
-        namespace: Option<String>,
-    },
+    /// Run the operator against the cluster of the current kubeconfig (or in-cluster).
+    Run(switchyard::runtime::RunOptions),
     /// Print the CustomResourceDefinitions as YAML, or write one file per kind.
     Crds {
         /// Write one file per kind into this directory instead of printing.
@@ -46,27 +42,14 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
-        Command::Run { namespace } => {
+        Command::Run(options) => {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
                         .unwrap_or_else(|_| "info,kube=warn".into()),
                 )
                 .init();
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(async {
-                let client = kube::Client::try_default().await?;
-                let settings = switchyard::controller::Settings {
-                    namespace,
-                    ..Default::default()
-                };
-                let stats = std::sync::Arc::default();
-                tokio::select! {
-                    () = switchyard::controller::wave::run(client, settings, stats) => {}
-                    _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
-                }
-                Ok::<(), Box<dyn std::error::Error>>(())
-            })?;
+            tokio::runtime::Runtime::new()?.block_on(switchyard::runtime::run(options))?;
         }
         Command::Crds { out_dir: None } => {
             print!("{}", switchyard::crdgen::all_yaml()?);

@@ -267,6 +267,18 @@ proptest! {
                 prop_assert!(!moved_forward, "passed an approval step without an approval");
             }
 
+            // Issue 4: a breach at the limit acts (pause or rollback) and never advances.
+            if let Some((MetricOutcome::Breached, limit, rollback)) = event.metric {
+                let failures = next.analysis.iter().find(|m| m.name == "errors").map_or(0, |m| m.consecutive_failures);
+                let was_routed = status.step_index.is_some()
+                    && matches!(status.phase, WavePhase::Progressing | WavePhase::AwaitingApproval | WavePhase::Quiet | WavePhase::DualAccess);
+                if was_routed && kind.is_none() && failures as u32 >= limit {
+                    let acted = if rollback { WavePhase::RolledBack } else { WavePhase::Paused };
+                    prop_assert!(next.phase == acted || next.phase == WavePhase::RolledBack,
+                        "a breach at the limit left the wave {:?}", next.phase);
+                }
+            }
+
             // Invariant 2: legacy access is never retired before the window has elapsed.
             if let RoutingIntent::Route(before) = routing
                 && before.legacy_override

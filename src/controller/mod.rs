@@ -14,6 +14,9 @@ use std::sync::{
 
 use kube::{Client, runtime::events::Reporter};
 
+use crate::alerts::AlertStore;
+use crate::analysis::Analyzer;
+
 /// Counters a caller can read while the controller runs (tests, metrics).
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -66,19 +69,42 @@ impl Default for Settings {
     }
 }
 
+/// The long-lived parts the controllers share with the rest of the operator (the HTTP
+/// server's receiver, the metrics).
+#[derive(Clone)]
+pub struct Services {
+    /// Controller counters.
+    pub stats: Arc<Stats>,
+    /// Evaluates analysis metrics against Prometheus.
+    pub analyzer: Arc<Analyzer>,
+    /// The alerts Alertmanager reports firing.
+    pub alerts: Arc<AlertStore>,
+}
+
+impl Default for Services {
+    /// No Prometheus (every metric is an Error, which pauses), no alerts yet.
+    fn default() -> Self {
+        Self {
+            stats: Arc::default(),
+            analyzer: Arc::new(Analyzer::new(None, 8)),
+            alerts: Arc::default(),
+        }
+    }
+}
+
 /// What every reconcile shares.
 pub struct Context {
     /// The API client.
     pub client: Client,
     /// Publishes Events.
     pub recorder: kube::runtime::events::Recorder,
-    /// Counters.
-    pub stats: Arc<Stats>,
+    /// Counters, the analyzer and the alert store.
+    pub services: Services,
 }
 
 impl Context {
     /// A context for these settings.
-    pub fn new(client: Client, settings: &Settings, stats: Arc<Stats>) -> Self {
+    pub fn new(client: Client, settings: &Settings, services: Services) -> Self {
         let reporter = Reporter {
             controller: settings.reporter.clone(),
             instance: settings.instance.clone(),
@@ -86,7 +112,7 @@ impl Context {
         Self {
             recorder: kube::runtime::events::Recorder::new(client.clone(), reporter),
             client,
-            stats,
+            services,
         }
     }
 }

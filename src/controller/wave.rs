@@ -19,7 +19,8 @@ use kube::{
 };
 use tracing::{debug, info, warn};
 
-use super::{Context, Settings, Stats};
+use super::{Context, Services, Settings, Stats};
+use crate::analysis;
 use crate::api::{CutoverPlan, MigrationWave, MigrationWaveStatus, WavePhase};
 use crate::engine::{self, Decision, EventKind, Observations, Problem, RoutingIntent};
 use crate::routing::{
@@ -72,15 +73,43 @@ impl Error {
 }
 
 /// Runs the MigrationWave controller until the future is dropped.
-pub async fn run(client: Client, settings: Settings, stats: Arc<Stats>) {
+pub async fn run(client: Client, settings: Settings, services: Services) {
     let waves: Api<MigrationWave> = scoped(&client, &settings);
     let plans: Api<CutoverPlan> = scoped(&client, &settings);
     let routes: Api<HTTPRoute> = scoped(&client, &settings);
-    let context = Arc::new(Context::new(client, &settings, stats));
+    let alerts = services.alerts.subscribe();
+    let context = Arc::new(Context::new(client, &settings, services));
 
     let controller = Controller::new(waves, watcher::Config::default());
     let store = controller.store();
+    let alert_store = store.clone();
+    // A firing alert wakes the waves it matches at once, not at their next requeue.
+    let woken_by_alerts = futures::stream::unfold(alerts, |mut alerts| async move {
+        loop {
+            match alerts.recv().await {
+                Ok(batch) => return Some((batch, alerts)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .flat_map(move |batch| {
+        let waves: Vec<ObjectRef<MigrationWave>> = alert_store
+            .state()
+            .into_iter()
+            .filter(|wave| {
+                wave.spec.alerts.as_ref().is_some_and(|spec| {
+                    batch
+                        .iter()
+                        .any(|alert| crate::alerts::matches(&spec.match_labels, alert))
+                })
+            })
+            .map(|wave| ObjectRef::from_obj(&*wave))
+            .collect();
+        futures::stream::iter(waves)
+    });
     controller
+        .reconcile_on(woken_by_alerts)
         .owns(
             routes,
             watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
@@ -117,7 +146,7 @@ where
 }
 
 async fn reconcile(wave: Arc<MigrationWave>, ctx: Arc<Context>) -> Result<Action, Error> {
-    Stats::bump(&ctx.stats.reconciles);
+    Stats::bump(&ctx.services.stats.reconciles);
     let namespace = wave.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<MigrationWave> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer::finalizer(&api, FINALIZER, wave, |event| async {
@@ -131,7 +160,7 @@ async fn reconcile(wave: Arc<MigrationWave>, ctx: Arc<Context>) -> Result<Action
 }
 
 fn error_policy(wave: Arc<MigrationWave>, error: &Error, ctx: Arc<Context>) -> Action {
-    Stats::bump(&ctx.stats.errors);
+    Stats::bump(&ctx.services.stats.errors);
     warn!(wave = %wave.name_any(), category = error.category(), error = %error, "reconcile failed");
     // Spread retries so that many waves failing together do not retry in lockstep.
     let jitter = u64::from(wave.name_any().bytes().fold(0u8, |a, b| a.wrapping_add(b))) % 2000;
@@ -140,9 +169,9 @@ fn error_policy(wave: Arc<MigrationWave>, error: &Error, ctx: Arc<Context>) -> A
 
 /// observe → decide → apply → record, for a wave that is not being deleted.
 async fn apply(wave: &MigrationWave, ctx: &Context) -> Result<Action, Error> {
-    let (observations, route) = observe(wave, &ctx.client).await?;
-    let status = wave.status.clone().unwrap_or_default();
     let now = Timestamp::now();
+    let (observations, route) = observe(wave, ctx, now).await?;
+    let status = wave.status.clone().unwrap_or_default();
     let decision = engine::decide(&wave.spec, &status, &observations, now);
 
     let mut recorded = decision.status.clone();
@@ -182,12 +211,15 @@ fn next_action(decision: &Decision, observations: &Observations, now: Timestamp)
 /// configuration holds together, the route to apply.
 async fn observe(
     wave: &MigrationWave,
-    client: &Client,
+    ctx: &Context,
+    now: Timestamp,
 ) -> Result<(Observations, Option<WaveRoute>), Error> {
+    let client = &ctx.client;
     let namespace = wave.namespace().ok_or(Error::NoNamespace)?;
     let name = wave.name_any();
     let mut observations = Observations {
         generation: wave.metadata.generation,
+        firing_alerts: ctx.services.alerts.firing(),
         ..Observations::default()
     };
     let plans: Api<CutoverPlan> = Api::namespaced(client.clone(), &namespace);
@@ -249,6 +281,10 @@ async fn observe(
     if !observations.problems.is_empty() {
         return Ok((observations, None));
     }
+    observe_analysis(wave, &plan, &namespace, ctx, now, &mut observations).await;
+    if !observations.problems.is_empty() {
+        return Ok((observations, None));
+    }
     let router = match (&spec.routing.gateway_api, &spec.routing.config_map) {
         (Some(gateway), _) => RouterConfig::GatewayApi {
             parent_refs: gateway.parent_refs.clone(),
@@ -289,6 +325,61 @@ async fn observe(
     Ok((observations, Some(route)))
 }
 
+/// Evaluates the wave's analysis metrics, if the wave is active: only then do they
+/// decide anything, and only then does Switchyard put load on Prometheus.
+async fn observe_analysis(
+    wave: &MigrationWave,
+    plan: &CutoverPlan,
+    namespace: &str,
+    ctx: &Context,
+    now: Timestamp,
+    observations: &mut Observations,
+) {
+    let status = wave.status.clone().unwrap_or_default();
+    let active = match status.phase {
+        WavePhase::Progressing
+        | WavePhase::AwaitingApproval
+        | WavePhase::Quiet
+        | WavePhase::DualAccess => true,
+        WavePhase::Paused => status.step_index.is_some(),
+        _ => false,
+    };
+    if !active {
+        return;
+    }
+    let analysis =
+        match analysis::effective(plan.spec.analysis.as_ref(), wave.spec.analysis.as_ref()) {
+            Ok(analysis) => analysis,
+            Err(message) => {
+                observations.problems.push(Problem::InvalidSpec { message });
+                return;
+            }
+        };
+    if analysis.metrics.is_empty() {
+        return;
+    }
+    let values = analysis::template::wave_values(&wave.spec.cohort, &wave.name_any(), namespace);
+    let mut queries = Vec::with_capacity(analysis.metrics.len());
+    for metric in &analysis.metrics {
+        match analysis::template::render(&metric.metric.query, &values) {
+            Ok(query) => queries.push(query),
+            Err(err) => {
+                observations.problems.push(Problem::InvalidSpec {
+                    message: format!("analysis metric {:?}: {err}", metric.metric.name),
+                });
+                return;
+            }
+        }
+    }
+    let result = ctx
+        .services
+        .analyzer
+        .observe(&analysis, &queries, &status.analysis, now)
+        .await;
+    observations.metrics = result.observations;
+    observations.next_evaluation_at = result.next_evaluation_at;
+}
+
 async fn apply_routing(
     decision: &Decision,
     route: Option<&WaveRoute>,
@@ -317,16 +408,16 @@ async fn apply_routing(
                     .remove(&route.namespace, &route.wave)
                     .await?
             }
-            RouterConfig::ConfigMap { .. } => {
+            RouterConfig::ConfigMap { ref name } => {
                 ConfigMapRouter::new(ctx.client.clone())
-                    .remove(&route.namespace, &route.wave)
+                    .remove_from_table(&route.namespace, name, &route.wave)
                     .await?
             }
         },
         (RoutingIntent::Remove, None) => remove_everywhere(wave, &ctx.client).await?,
     };
     if written == Written::Changed {
-        Stats::bump(&ctx.stats.routing_writes);
+        Stats::bump(&ctx.services.stats.routing_writes);
     }
     Ok(())
 }
@@ -373,7 +464,7 @@ async fn record(
         )
         .await
         .map_err(|err| Error::Status(Box::new(err)))?;
-        Stats::bump(&ctx.stats.status_writes);
+        Stats::bump(&ctx.services.stats.status_writes);
         if after.phase != before.phase {
             info!(wave = %wave.name_any(), from = ?before.phase, to = ?after.phase, "phase changed");
         }
@@ -410,7 +501,7 @@ async fn cleanup(wave: &MigrationWave, ctx: &Context) -> Result<Action, Error> {
         .await
         .map_err(Error::Routing)?;
     if written == Written::Changed {
-        Stats::bump(&ctx.stats.routing_writes);
+        Stats::bump(&ctx.services.stats.routing_writes);
     }
     info!(wave = %wave.name_any(), "routing removed before deletion");
     Ok(Action::await_change())

@@ -206,6 +206,37 @@ impl ConfigMapRouter {
     }
 
     /// Removes `wave`'s key from one table that holds it.
+    /// Removes `wave`'s key from the named table, when the plan (and so the table) is
+    /// known. A read by name goes to etcd directly, where a list would wait for the API
+    /// server's watch cache to catch up (about 100 ms).
+    pub async fn remove_from_table(
+        &self,
+        namespace: &str,
+        table: &str,
+        wave: &str,
+    ) -> Result<Written, RoutingError> {
+        let api = self.config_maps(namespace);
+        let Some(found) = api
+            .get_opt(table)
+            .await
+            .map_err(api_error("read", namespace, table))?
+        else {
+            return Ok(Written::Unchanged);
+        };
+        let managed = found
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(MANAGED_BY_LABEL))
+            .is_some_and(|v| v == MANAGED_BY);
+        let holds_key = found.data.as_ref().is_some_and(|d| d.contains_key(wave));
+        if !managed || !holds_key {
+            return Ok(Written::Unchanged);
+        }
+        self.remove_key(namespace, &found, wave).await?;
+        Ok(Written::Changed)
+    }
+
     async fn remove_key(
         &self,
         namespace: &str,

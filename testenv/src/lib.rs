@@ -6,6 +6,9 @@
 //! mocked. There is no controller-manager or scheduler: namespaces never finish
 //! terminating and pods never run, which is why each test simply gets a fresh namespace.
 //!
+//! For tests of Prometheus analysis and Alertmanager webhooks, it also runs a real
+//! [`Prometheus`] and [`Alertmanager`], fed by an [`Exporter`] whose metrics the test sets.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), switchyard_testenv::TestEnvError> {
 //! let plane = switchyard_testenv::ControlPlane::start()?;
@@ -17,6 +20,7 @@
 
 mod binaries;
 mod certs;
+mod monitoring;
 mod process;
 
 use std::{
@@ -41,6 +45,9 @@ pub use binaries::{
     GATEWAY_API_VERSION, KUBE_VERSION, crds_in_yaml, etcd, gateway_api_crds, kube_apiserver,
 };
 use certs::Pki;
+pub use monitoring::{
+    Alertmanager, Exporter, Prometheus, Sample, alertmanager_binary, prometheus_binary,
+};
 use process::{Server, free_port, log_tail};
 
 /// The field manager the harness applies CRDs with.
@@ -90,6 +97,29 @@ pub enum TestEnvError {
     Api(#[source] kube::Error),
     #[error("the shared control plane failed to start: {0}")]
     Shared(String),
+    /// A monitoring binary (Prometheus or Alertmanager) is not installed.
+    #[error(
+        "{program} is not installed ({detail}): run `make test`, which installs the Debian \
+         package {package}, or set {env} to the binary's path"
+    )]
+    MissingBinary {
+        /// The binary's name, e.g. `prometheus`.
+        program: &'static str,
+        /// The environment variable that overrides its path.
+        env: &'static str,
+        /// The Debian package that provides it.
+        package: &'static str,
+        /// Where it was looked for.
+        detail: String,
+    },
+    /// A Prometheus query could not be run, or its answer could not be read.
+    #[error("the Prometheus query {query} failed: {detail}")]
+    Query {
+        /// The PromQL expression.
+        query: String,
+        /// What went wrong: the HTTP error, or Prometheus's error type and message.
+        detail: String,
+    },
 }
 
 struct Servers {

@@ -1,7 +1,7 @@
 //! Child processes that cannot outlive the control plane that started them.
 
 use std::{
-    fs::File,
+    fs::OpenOptions,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -18,7 +18,7 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// Starts `program` with `args`, sending its output to `<dir>/<name>.log`.
+    /// Starts `program` with `args`, appending its output to `<dir>/<name>.log`.
     ///
     /// The child is also asked to be killed by the kernel if the thread that started it
     /// dies (`PR_SET_PDEATHSIG`), so that a test binary killed outright leaves nothing behind.
@@ -29,10 +29,15 @@ impl Server {
         dir: &Path,
     ) -> Result<Self, TestEnvError> {
         let log = dir.join(format!("{name}.log"));
-        let out = File::create(&log).map_err(|source| TestEnvError::Io {
-            path: log.clone(),
-            source,
-        })?;
+        // Append, so that a restarted server's log follows the previous run's.
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|source| TestEnvError::Io {
+                path: log.clone(),
+                source,
+            })?;
         let err = out.try_clone().map_err(|source| TestEnvError::Io {
             path: log.clone(),
             source,

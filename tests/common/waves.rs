@@ -12,7 +12,7 @@ use kube::{
 use serde_json::json;
 use switchyard::{
     api::{CutoverPlan, MigrationWave, WavePhase},
-    controller::{Settings, Stats},
+    controller::{Services, Settings, Stats},
 };
 
 /// A running controller, scoped to one namespace. Dropping it stops it.
@@ -28,14 +28,27 @@ impl RunningController {
 
     /// Starts a controller that keeps counting into `stats`.
     pub fn start_with(client: &Client, namespace: &str, stats: Arc<Stats>) -> Self {
+        Self::start_with_services(
+            client,
+            namespace,
+            Services {
+                stats,
+                ..Services::default()
+            },
+        )
+    }
+
+    /// Starts a controller with its analyzer and alert store.
+    pub fn start_with_services(client: &Client, namespace: &str, services: Services) -> Self {
         let settings = Settings {
             namespace: Some(namespace.to_owned()),
             ..Settings::default()
         };
+        let stats = services.stats.clone();
         let handle = tokio::spawn(switchyard::controller::wave::run(
             client.clone(),
             settings,
-            stats.clone(),
+            services,
         ));
         Self { stats, handle }
     }
@@ -203,4 +216,32 @@ pub fn condition(wave: &MigrationWave, type_: &str) -> String {
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
         .map_or("absent".into(), |c| format!("{}/{}", c.status, c.reason))
+}
+
+/// An HTTP client for tests (reqwest with the process's rustls provider).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().build().expect("an HTTP client")
+}
+
+/// Serves the Alertmanager receiver on a free loopback port; returns its URL.
+pub async fn serve_receiver(
+    token: &str,
+    store: Arc<switchyard::alerts::AlertStore>,
+) -> (String, tokio::task::JoinHandle<()>) {
+    use switchyard::alerts::receiver;
+    let token = receiver::Token::load(&receiver::TokenSource::Literal(token.into()), None)
+        .await
+        .unwrap();
+    let app = receiver::router(token, store, None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}{}",
+        listener.local_addr().unwrap(),
+        receiver::PATH
+    );
+    let handle = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (url, handle)
 }

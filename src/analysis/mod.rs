@@ -1,0 +1,377 @@
+//! Prometheus analysis: which metrics apply to a wave, which are due, and their
+//! outcomes as engine observations.
+//!
+//! Queries are deduplicated: identical rendered queries due within one interval are
+//! sent once, whichever waves ask. Queries run at most `max_concurrent` at a time, each
+//! with a timeout. Without a Prometheus URL every metric is an Error, which pauses by
+//! default: a migration never advances on missing evidence.
+
+pub mod prometheus;
+pub mod template;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use jiff::{SignedDuration, Timestamp};
+use tokio::sync::{OnceCell, Semaphore};
+
+use crate::api::{AnalysisSpec, FailureAction, Metric, MetricStatus};
+use crate::engine::{MetricObservation, MetricOutcome, MetricPolicy, whole_seconds};
+pub use prometheus::{Prometheus, PrometheusSettings, PrometheusSetupError, QueryResult};
+
+/// The interval when neither the wave nor the plan sets one.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+/// The shortest interval honoured; status timestamps have whole seconds.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One metric as it applies to a wave, with its policy resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EffectiveMetric {
+    /// The metric as written (in the wave, or inherited from the plan).
+    pub metric: Metric,
+    /// What its outcomes do.
+    pub policy: MetricPolicy,
+}
+
+/// The analysis that applies to a wave.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EffectiveAnalysis {
+    /// How often each metric is evaluated.
+    pub interval: Duration,
+    /// The metrics, the plan's first, overridden and extended by the wave's.
+    pub metrics: Vec<EffectiveMetric>,
+}
+
+/// Merges the plan's default analysis with the wave's own: a wave metric replaces the
+/// plan metric of the same name; settings the wave leaves out come from the plan.
+pub fn effective(
+    plan: Option<&AnalysisSpec>,
+    wave: Option<&AnalysisSpec>,
+) -> Result<EffectiveAnalysis, String> {
+    let interval = match wave
+        .and_then(|a| a.interval.as_ref())
+        .or(plan.and_then(|a| a.interval.as_ref()))
+    {
+        Some(interval) => interval
+            .parse()
+            .map_err(|e| format!("analysis.interval: {e}"))?,
+        None => DEFAULT_INTERVAL,
+    }
+    .max(MIN_INTERVAL);
+    let pick = |f: fn(&AnalysisSpec) -> Option<FailureAction>| {
+        wave.and_then(f)
+            .or(plan.and_then(f))
+            .unwrap_or(FailureAction::Pause)
+    };
+    let on_no_data = pick(|a| a.on_no_data);
+    let on_error = pick(|a| a.on_error);
+    let mut metrics: Vec<Metric> = plan.map(|a| a.metrics.clone()).unwrap_or_default();
+    for metric in wave.map(|a| a.metrics.as_slice()).unwrap_or_default() {
+        match metrics.iter_mut().find(|m| m.name == metric.name) {
+            Some(existing) => *existing = metric.clone(),
+            None => metrics.push(metric.clone()),
+        }
+    }
+    Ok(EffectiveAnalysis {
+        interval,
+        metrics: metrics
+            .into_iter()
+            .map(|metric| EffectiveMetric {
+                policy: MetricPolicy {
+                    failure_limit: metric.failure_limit.map_or(1, |l| l.max(1) as u32),
+                    on_failure: metric.on_failure.unwrap_or(FailureAction::Pause),
+                    on_no_data,
+                    on_error,
+                },
+                metric,
+            })
+            .collect(),
+    })
+}
+
+/// Counters for the analysis machinery.
+#[derive(Debug, Default)]
+pub struct AnalysisStats {
+    queries_sent: AtomicU64,
+    queries_shared: AtomicU64,
+}
+
+impl AnalysisStats {
+    /// Queries sent to Prometheus.
+    pub fn queries_sent(&self) -> u64 {
+        self.queries_sent.load(Ordering::Relaxed)
+    }
+    /// Evaluations answered from a query another wave already sent in the interval.
+    pub fn queries_shared(&self) -> u64 {
+        self.queries_shared.load(Ordering::Relaxed)
+    }
+}
+
+struct Evaluation {
+    cell: OnceCell<(QueryResult, Timestamp)>,
+}
+
+/// Evaluates metrics for the wave controller, sharing identical queries.
+pub struct Analyzer {
+    prometheus: Option<Prometheus>,
+    cache: Mutex<HashMap<String, Arc<Evaluation>>>,
+    limit: Semaphore,
+    /// Counters, for tests and metrics.
+    pub stats: AnalysisStats,
+}
+
+/// What analysis observed for one wave.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WaveAnalysis {
+    /// One observation per metric: a fresh evaluation when due, else the last one.
+    pub observations: Vec<MetricObservation>,
+    /// When the next metric is due.
+    pub next_evaluation_at: Option<Timestamp>,
+}
+
+impl Analyzer {
+    /// An analyzer that queries `prometheus`, or reports every metric as an Error
+    /// when there is none.
+    pub fn new(prometheus: Option<Prometheus>, max_concurrent: usize) -> Self {
+        Self {
+            prometheus,
+            cache: Mutex::default(),
+            limit: Semaphore::new(max_concurrent.max(1)),
+            stats: AnalysisStats::default(),
+        }
+    }
+
+    /// Evaluates the due metrics of a wave whose rendered queries are `queries` (one
+    /// per metric of `analysis`), reusing the last evaluation in `status` for the rest.
+    pub async fn observe(
+        &self,
+        analysis: &EffectiveAnalysis,
+        queries: &[String],
+        status: &[MetricStatus],
+        now: Timestamp,
+    ) -> WaveAnalysis {
+        let interval = SignedDuration::try_from(analysis.interval).unwrap_or(SignedDuration::MAX);
+        let mut observations = Vec::with_capacity(analysis.metrics.len());
+        let mut next: Option<Timestamp> = None;
+        for (metric, query) in analysis.metrics.iter().zip(queries) {
+            let last = status.iter().find(|s| s.name == metric.metric.name);
+            let last_at = last.and_then(|s| s.evaluated_at.as_ref()).map(|t| t.0);
+            let due = last_at.is_none_or(|at| at + interval <= now);
+            let observation = match (due, last) {
+                (false, Some(last)) => MetricObservation {
+                    name: metric.metric.name.clone(),
+                    outcome: MetricOutcome::parse(&last.result).unwrap_or(MetricOutcome::Error),
+                    value: last.value,
+                    evaluated_at: last_at.unwrap_or(now),
+                    message: last.message.clone(),
+                    policy: metric.policy,
+                },
+                _ => {
+                    let (result, at) = self.evaluate(query, interval, now).await;
+                    let (outcome, value, message) =
+                        prometheus::judge(&result, metric.metric.min, metric.metric.max);
+                    MetricObservation {
+                        name: metric.metric.name.clone(),
+                        outcome,
+                        value,
+                        evaluated_at: at,
+                        message,
+                        policy: metric.policy,
+                    }
+                }
+            };
+            let due_at = whole_seconds(observation.evaluated_at) + interval;
+            next = Some(next.map_or(due_at, |n| n.min(due_at)));
+            observations.push(observation);
+        }
+        WaveAnalysis {
+            observations,
+            next_evaluation_at: next,
+        }
+    }
+
+    /// The result of `query`, sent now unless an identical query was sent (or is in
+    /// flight) within the last interval.
+    async fn evaluate(
+        &self,
+        query: &str,
+        interval: SignedDuration,
+        now: Timestamp,
+    ) -> (QueryResult, Timestamp) {
+        let entry = {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            // Forget evaluations too old to be shared, so the cache stays bounded.
+            cache.retain(|_, e| e.cell.get().is_none_or(|(_, at)| *at + interval > now));
+            match cache.get(query) {
+                Some(existing) => {
+                    self.stats.queries_shared.fetch_add(1, Ordering::Relaxed);
+                    existing.clone()
+                }
+                None => {
+                    let fresh = Arc::new(Evaluation {
+                        cell: OnceCell::new(),
+                    });
+                    cache.insert(query.to_owned(), fresh.clone());
+                    fresh
+                }
+            }
+        };
+        entry
+            .cell
+            .get_or_init(|| async {
+                let _permit = self
+                    .limit
+                    .acquire()
+                    .await
+                    .expect("the semaphore is never closed");
+                self.stats.queries_sent.fetch_add(1, Ordering::Relaxed);
+                let result = match &self.prometheus {
+                    Some(prometheus) => prometheus.query(query).await,
+                    None => QueryResult::Error(
+                        "no Prometheus URL is configured (--prometheus-url)".into(),
+                    ),
+                };
+                (result, Timestamp::now())
+            })
+            .await
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metric(name: &str, max: f64) -> Metric {
+        Metric {
+            name: name.into(),
+            query: format!("q_{name}"),
+            min: None,
+            max: Some(max),
+            failure_limit: None,
+            on_failure: None,
+        }
+    }
+
+    #[test]
+    fn the_wave_overrides_the_plan_metric_by_metric() {
+        let plan = AnalysisSpec {
+            interval: Some("30s".into()),
+            metrics: vec![metric("errors", 1.0), metric("dupes", 2.0)],
+            on_no_data: Some(FailureAction::Rollback),
+            on_error: None,
+        };
+        let mut mine = metric("errors", 5.0);
+        mine.failure_limit = Some(3);
+        mine.on_failure = Some(FailureAction::Rollback);
+        let wave = AnalysisSpec {
+            interval: None,
+            metrics: vec![mine, metric("complaints", 0.1)],
+            on_no_data: None,
+            on_error: Some(FailureAction::Rollback),
+        };
+        let e = effective(Some(&plan), Some(&wave)).unwrap();
+        assert_eq!(e.interval, Duration::from_secs(30));
+        let names: Vec<&str> = e.metrics.iter().map(|m| m.metric.name.as_str()).collect();
+        assert_eq!(names, ["errors", "dupes", "complaints"]);
+        assert_eq!(e.metrics[0].metric.max, Some(5.0));
+        assert_eq!(e.metrics[0].policy.failure_limit, 3);
+        assert_eq!(e.metrics[0].policy.on_failure, FailureAction::Rollback);
+        assert_eq!(e.metrics[1].policy.on_failure, FailureAction::Pause);
+        assert!(
+            e.metrics
+                .iter()
+                .all(|m| m.policy.on_no_data == FailureAction::Rollback)
+        );
+        assert!(
+            e.metrics
+                .iter()
+                .all(|m| m.policy.on_error == FailureAction::Rollback)
+        );
+    }
+
+    #[test]
+    fn defaults_pause_on_missing_evidence() {
+        let e = effective(
+            None,
+            Some(&AnalysisSpec {
+                metrics: vec![metric("e", 1.0)],
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+        assert_eq!(e.interval, DEFAULT_INTERVAL);
+        assert_eq!(e.metrics[0].policy, MetricPolicy::default());
+        assert!(effective(None, None).unwrap().metrics.is_empty());
+    }
+
+    #[tokio::test]
+    async fn identical_queries_in_one_interval_are_sent_once_and_reused_until_due() {
+        let analyzer = Analyzer::new(None, 4);
+        let analysis = effective(
+            None,
+            Some(&AnalysisSpec {
+                metrics: vec![metric("e", 1.0)],
+                interval: Some("10s".into()),
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+        let now = Timestamp::now();
+        let queries = vec!["up".to_owned()];
+        let first = analyzer.observe(&analysis, &queries, &[], now).await;
+        let second = analyzer.observe(&analysis, &queries, &[], now).await;
+        assert_eq!(analyzer.stats.queries_sent(), 1);
+        assert_eq!(analyzer.stats.queries_shared(), 1);
+        assert_eq!(first.observations[0].outcome, MetricOutcome::Error);
+        assert!(
+            first.observations[0]
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("--prometheus-url")
+        );
+        assert_eq!(second.observations, first.observations);
+        // Not due yet: the last evaluation in status is reused without asking.
+        let status = vec![MetricStatus {
+            name: "e".into(),
+            value: Some(0.2),
+            result: "Healthy".into(),
+            consecutive_failures: 0,
+            evaluated_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                whole_seconds(now),
+            )),
+            message: None,
+        }];
+        let reused = analyzer
+            .observe(
+                &analysis,
+                &queries,
+                &status,
+                now + SignedDuration::from_secs(5),
+            )
+            .await;
+        assert_eq!(reused.observations[0].outcome, MetricOutcome::Healthy);
+        assert_eq!(
+            reused.next_evaluation_at,
+            Some(whole_seconds(now) + SignedDuration::from_secs(10))
+        );
+        assert_eq!(analyzer.stats.queries_sent(), 1);
+        // Due again after the interval: a new query.
+        analyzer
+            .observe(
+                &analysis,
+                &queries,
+                &status,
+                now + SignedDuration::from_secs(11),
+            )
+            .await;
+        assert_eq!(analyzer.stats.queries_sent(), 2);
+    }
+}
