@@ -94,7 +94,7 @@ async fn bench(plane: &ControlPlane) {
         namespace: Some(ns.clone()),
         ..Settings::default()
     };
-    tokio::spawn(switchyard::controller::wave::run(
+    tokio::spawn(switchyard::controller::run(
         client.clone(),
         settings,
         services,

@@ -150,7 +150,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         ..Settings::default()
     };
     tokio::select! {
-        () = crate::controller::wave::run(client, settings, services) => {}
+        () = crate::controller::run(client, settings, services) => {}
         result = server => {
             if let Err(err) = result {
                 tracing::error!(error = %err, "the HTTP server stopped");

@@ -319,7 +319,7 @@ async fn walk(config_map: bool) {
         stats.routing_writes(),
         stats.errors()
     );
-    assert_eq!(stats.errors(), 0);
+    assert_eq!(stats.errors(), 0, "last error: {:?}", stats.last_error());
     assert_eq!(
         stats.routing_writes(),
         expected.len() as u64,

@@ -392,9 +392,23 @@ pub struct WaveSummary {
     pub name: String,
     /// The wave's phase, or Pending when the wave does not exist yet.
     pub phase: super::wave::WavePhase,
-    /// Why the wave may not move forward now (order, concurrency, gate, freeze), if so.
+    /// The plan lets this wave start: its turn in the order and concurrency has come
+    /// and nothing holds the plan.
+    #[serde(default)]
+    pub admitted: bool,
+    /// What keeps the wave from moving forward now, as a constant: Order, Concurrency,
+    /// GateFailing, Frozen, PlanPaused, InvalidFreezeWindow or PlanDeleting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_by: Option<String>,
+    /// The hold, for people: which wave it waits for, which gate fails, which window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the hold lifts by itself (the end of a freeze window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Time>,
+    /// Set when the plan requires this wave to roll back, with why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<String>,
 }
 
 /// An open freeze window.

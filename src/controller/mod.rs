@@ -5,6 +5,7 @@
 //! requeues at the engine's next deadline. Only `observe`, `apply` and `record` talk to
 //! the API server.
 
+pub mod plan;
 pub mod wave;
 
 use std::sync::{
@@ -24,6 +25,7 @@ pub struct Stats {
     errors: AtomicU64,
     routing_writes: AtomicU64,
     status_writes: AtomicU64,
+    last_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Stats {
@@ -42,6 +44,17 @@ impl Stats {
     /// Status patches written.
     pub fn status_writes(&self) -> u64 {
         self.status_writes.load(Ordering::Relaxed)
+    }
+    /// The last reconcile error, for diagnosis.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+    fn error(&self, error: &dyn std::error::Error) {
+        Self::bump(&self.errors);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
     }
     fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
@@ -115,4 +128,12 @@ impl Context {
             services,
         }
     }
+}
+
+/// Runs the CutoverPlan and MigrationWave controllers until the future is dropped.
+pub async fn run(client: Client, settings: Settings, services: Services) {
+    tokio::join!(
+        plan::run(client.clone(), settings.clone(), services.clone()),
+        wave::run(client, settings, services),
+    );
 }

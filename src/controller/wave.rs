@@ -59,7 +59,24 @@ pub enum Error {
     NoNamespace,
 }
 
+/// Whether a finalizer change was refused because the object changed meanwhile (the
+/// JSON patch's `test` fails with 422, or the write conflicts with 409).
+pub(super) fn is_finalizer_conflict<E: std::error::Error + 'static>(
+    error: &finalizer::Error<E>,
+) -> bool {
+    let api = match error {
+        finalizer::Error::AddFinalizer(err) | finalizer::Error::RemoveFinalizer(err) => err,
+        _ => return false,
+    };
+    matches!(api, kube::Error::Api(status) if status.code == 422 || status.code == 409)
+}
+
 impl Error {
+    /// A conflict with a newer version of the object than the cached one.
+    pub fn is_stale_cache_conflict(&self) -> bool {
+        matches!(self, Error::Finalizer(err) if is_finalizer_conflict(err))
+    }
+
     /// A bounded category, for metrics labels and Event reasons.
     pub fn category(&self) -> &'static str {
         match self {
@@ -134,7 +151,7 @@ pub async fn run(client: Client, settings: Settings, services: Services) {
         .await;
 }
 
-fn scoped<K>(client: &Client, settings: &Settings) -> Api<K>
+pub(super) fn scoped<K>(client: &Client, settings: &Settings) -> Api<K>
 where
     K: Resource<Scope = kube::core::NamespaceResourceScope>,
     K::DynamicType: Default,
@@ -160,7 +177,13 @@ async fn reconcile(wave: Arc<MigrationWave>, ctx: Arc<Context>) -> Result<Action
 }
 
 fn error_policy(wave: Arc<MigrationWave>, error: &Error, ctx: Arc<Context>) -> Action {
-    Stats::bump(&ctx.services.stats.errors);
+    if error.is_stale_cache_conflict() {
+        // The reconcile ran on a cached copy older than our own last write; the next
+        // one sees the write.
+        debug!(wave = %wave.name_any(), error = %error, "conflict with a newer version; retrying");
+        return Action::requeue(Duration::from_millis(200));
+    }
+    ctx.services.stats.error(error);
     warn!(wave = %wave.name_any(), category = error.category(), error = %error, "reconcile failed");
     // Spread retries so that many waves failing together do not retry in lockstep.
     let jitter = u64::from(wave.name_any().bytes().fold(0u8, |a, b| a.wrapping_add(b))) % 2000;
@@ -281,6 +304,7 @@ async fn observe(
     if !observations.problems.is_empty() {
         return Ok((observations, None));
     }
+    observations.plan = crate::engine::plan::permission_for(&name, spec, plan.status.as_ref(), now);
     observe_analysis(wave, &plan, &namespace, ctx, now, &mut observations).await;
     if !observations.problems.is_empty() {
         return Ok((observations, None));

@@ -8,7 +8,9 @@
 
 pub mod conditions;
 mod decision;
+pub mod freeze;
 mod observations;
+pub mod plan;
 mod wave;
 
 pub use decision::{Decision, EngineEvent, EventKind, RoutingIntent};

@@ -45,7 +45,7 @@ impl RunningController {
             ..Settings::default()
         };
         let stats = services.stats.clone();
-        let handle = tokio::spawn(switchyard::controller::wave::run(
+        let handle = tokio::spawn(switchyard::controller::run(
             client.clone(),
             settings,
             services,

@@ -1,0 +1,301 @@
+//! The CutoverPlan controller: gates, order, concurrency, freezes and the failure
+//! policy, written into the plan's status, where each wave reads its permission.
+//!
+//! It watches its waves (a wave's status change wakes its plan), and the wave controller
+//! watches plans (a plan's status change wakes its waves), so plan and wave reconciles
+//! wake each other through the API server, with no side channel.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        events::{Event as KubeEvent, EventType},
+        finalizer::{self, Event as Finalize},
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use tracing::{debug, info, warn};
+
+use super::{Context, Services, Settings, Stats};
+use crate::analysis::{self, EffectiveAnalysis, EffectiveMetric};
+use crate::api::{CutoverPlan, CutoverPlanStatus, Metric, MetricStatus, MigrationWave};
+use crate::engine::{
+    EventKind, MetricPolicy,
+    plan::{GateObservation, PlanDecision, PlanObservations, decide_plan, wave_views},
+};
+use crate::routing::FIELD_MANAGER;
+
+/// The finalizer that rolls a plan's active waves back before the plan goes away.
+pub const FINALIZER: &str = "switchyard.dev/rollback-waves";
+
+/// Why a plan reconcile failed, or must come back.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Writing status failed.
+    #[error("could not write the plan's status: {0}")]
+    Status(#[source] Box<kube::Error>),
+    /// Adding or removing the finalizer failed.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+    /// Deletion waits until the plan's active waves are back on legacy.
+    #[error("waiting for {0} active wave(s) to roll back before the plan is deleted")]
+    RollbackPending(usize),
+    /// The object has no namespace.
+    #[error("the CutoverPlan has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    /// A bounded category, for metrics labels.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Status(_) => "status",
+            Error::Finalizer(_) => "finalizer",
+            Error::RollbackPending(_) => "rollback-pending",
+            Error::NoNamespace => "invalid",
+        }
+    }
+}
+
+struct PlanContext {
+    inner: Context,
+    waves: Store<MigrationWave>,
+}
+
+/// Runs the CutoverPlan controller until the future is dropped.
+pub async fn run(client: Client, settings: Settings, services: Services) {
+    let plans: Api<CutoverPlan> = super::wave::scoped(&client, &settings);
+    let waves_api: Api<MigrationWave> = super::wave::scoped(&client, &settings);
+    let (waves, writer) = reflector::store();
+    let wave_changes = reflector::reflector(writer, watcher(waves_api, watcher::Config::default()))
+        .default_backoff()
+        .touched_objects();
+    let context = Arc::new(PlanContext {
+        inner: Context::new(client, &settings, services),
+        waves,
+    });
+    Controller::new(plans, watcher::Config::default())
+        .watches_stream(wave_changes, |wave: MigrationWave| {
+            // A wave's change concerns the plan it names.
+            let namespace = wave.namespace()?;
+            Some(ObjectRef::new(&wave.spec.plan).within(&namespace))
+        })
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                debug!(error = %err, "plan reconcile failed");
+            }
+        })
+        .await;
+}
+
+async fn reconcile(plan: Arc<CutoverPlan>, ctx: Arc<PlanContext>) -> Result<Action, Error> {
+    Stats::bump(&ctx.inner.services.stats.reconciles);
+    let namespace = plan.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<CutoverPlan> = Api::namespaced(ctx.inner.client.clone(), &namespace);
+    finalizer::finalizer(&api, FINALIZER, plan, |event| async {
+        match event {
+            Finalize::Apply(plan) => apply(&plan, &ctx, false).await,
+            Finalize::Cleanup(plan) => apply(&plan, &ctx, true).await,
+        }
+    })
+    .await
+    .map_err(|err| match err {
+        finalizer::Error::CleanupFailed(Error::RollbackPending(n)) => Error::RollbackPending(n),
+        other => Error::Finalizer(Box::new(other)),
+    })
+}
+
+fn error_policy(plan: Arc<CutoverPlan>, error: &Error, ctx: Arc<PlanContext>) -> Action {
+    if let Error::RollbackPending(n) = error {
+        debug!(plan = %plan.name_any(), waves = n, "deletion waits for rollbacks");
+        return Action::requeue(Duration::from_millis(500));
+    }
+    if matches!(error, Error::Finalizer(err) if super::wave::is_finalizer_conflict(err)) {
+        debug!(plan = %plan.name_any(), error = %error, "conflict with a newer version; retrying");
+        return Action::requeue(Duration::from_millis(200));
+    }
+    ctx.inner.services.stats.error(error);
+    warn!(plan = %plan.name_any(), category = error.category(), error = %error, "plan reconcile failed");
+    Action::requeue(Duration::from_secs(3))
+}
+
+async fn apply(plan: &CutoverPlan, ctx: &PlanContext, deleting: bool) -> Result<Action, Error> {
+    let now = Timestamp::now();
+    let namespace = plan.namespace().ok_or(Error::NoNamespace)?;
+    let name = plan.name_any();
+    let status = plan.status.clone().unwrap_or_default();
+
+    let mut by_name = BTreeMap::new();
+    let mut unlisted = Vec::new();
+    for wave in ctx.waves.state() {
+        if wave.namespace().as_deref() != Some(namespace.as_str()) || wave.spec.plan != name {
+            continue;
+        }
+        let wave_name = wave.name_any();
+        if plan.spec.waves.iter().any(|w| w.name == wave_name) {
+            by_name.insert(wave_name, wave.status.clone().unwrap_or_default());
+        } else {
+            unlisted.push(wave_name);
+        }
+    }
+    unlisted.sort();
+    let (gates, next_gate_evaluation_at) = observe_gates(plan, &status, &namespace, ctx, now).await;
+    let observations = PlanObservations {
+        generation: plan.metadata.generation,
+        waves: wave_views(&plan.spec, &by_name),
+        unlisted,
+        gates,
+        next_gate_evaluation_at,
+        deleting,
+    };
+    let decision = decide_plan(&plan.spec, &status, &observations, now);
+    record(plan, &status, &decision, &ctx.inner).await?;
+    if deleting {
+        if decision.may_finish_deletion {
+            info!(plan = %name, "every active wave is back on legacy; the plan may go");
+            return Ok(Action::await_change());
+        }
+        let active = observations.waves.iter().filter(|w| w.active()).count();
+        return Err(Error::RollbackPending(active));
+    }
+    Ok(match decision.requeue_at {
+        Some(at) => Action::requeue(Duration::from_millis(
+            at.duration_since(now).as_millis().max(0) as u64 + 50,
+        )),
+        None => Action::await_change(),
+    })
+}
+
+/// Evaluates the plan's Prometheus gates with the same machinery (and the same NoData
+/// and Error meaning: not passing) as wave analysis.
+async fn observe_gates(
+    plan: &CutoverPlan,
+    status: &CutoverPlanStatus,
+    namespace: &str,
+    ctx: &PlanContext,
+    now: Timestamp,
+) -> (Vec<GateObservation>, Option<Timestamp>) {
+    let interval = plan
+        .spec
+        .analysis
+        .as_ref()
+        .and_then(|a| a.interval.as_ref())
+        .and_then(|i| i.parse().ok())
+        .unwrap_or(analysis::DEFAULT_INTERVAL)
+        .max(analysis::MIN_INTERVAL);
+    let mut metrics = Vec::new();
+    let mut queries = Vec::new();
+    let values = analysis::template::wave_values(&BTreeMap::new(), "", namespace);
+    for gate in &plan.spec.readiness_gates {
+        let Some(prometheus) = &gate.prometheus else {
+            continue;
+        };
+        let query = analysis::template::render(&prometheus.query, &values)
+            .unwrap_or_else(|_| prometheus.query.clone());
+        queries.push(query);
+        metrics.push(EffectiveMetric {
+            metric: Metric {
+                name: gate.name.clone(),
+                query: prometheus.query.clone(),
+                min: prometheus.min,
+                max: prometheus.max,
+                failure_limit: None,
+                on_failure: None,
+            },
+            policy: MetricPolicy::default(),
+        });
+    }
+    if metrics.is_empty() {
+        return (Vec::new(), None);
+    }
+    // The last evaluations, as the analyzer remembers metrics.
+    let last: Vec<MetricStatus> = status
+        .gates
+        .iter()
+        .filter_map(|g| {
+            Some(MetricStatus {
+                name: g.name.clone(),
+                value: g.value,
+                result: if g.passing { "Healthy" } else { "Breached" }.into(),
+                consecutive_failures: 0,
+                evaluated_at: Some(g.last_evaluated.clone()?),
+                message: g.message.clone(),
+            })
+        })
+        .collect();
+    let analysis = EffectiveAnalysis { interval, metrics };
+    let result = ctx
+        .inner
+        .services
+        .analyzer
+        .observe(&analysis, &queries, &last, now)
+        .await;
+    let gates = result
+        .observations
+        .into_iter()
+        .map(|o| GateObservation {
+            name: o.name,
+            outcome: o.outcome,
+            value: o.value,
+            evaluated_at: o.evaluated_at,
+            message: o.message,
+        })
+        .collect();
+    (gates, result.next_evaluation_at)
+}
+
+async fn record(
+    plan: &CutoverPlan,
+    before: &CutoverPlanStatus,
+    decision: &PlanDecision,
+    ctx: &Context,
+) -> Result<(), Error> {
+    if &decision.status != before {
+        let api: Api<CutoverPlan> =
+            Api::namespaced(ctx.client.clone(), &plan.namespace().unwrap_or_default());
+        let patch = serde_json::json!({
+            "apiVersion": "switchyard.dev/v1alpha1",
+            "kind": "CutoverPlan",
+            "status": decision.status,
+        });
+        api.patch_status(
+            &plan.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|err| Error::Status(Box::new(err)))?;
+        Stats::bump(&ctx.services.stats.status_writes);
+    }
+    let reference = plan.object_ref(&());
+    for event in &decision.events {
+        let published = ctx
+            .recorder
+            .publish(
+                &KubeEvent {
+                    type_: match event.kind {
+                        EventKind::Normal => EventType::Normal,
+                        EventKind::Warning => EventType::Warning,
+                    },
+                    reason: event.reason.clone(),
+                    note: Some(event.note.chars().take(1000).collect()),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                },
+                &reference,
+            )
+            .await;
+        if let Err(err) = published {
+            warn!(plan = %plan.name_any(), error = %err, "could not publish an Event");
+        }
+    }
+    Ok(())
+}
