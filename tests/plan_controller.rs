@@ -73,7 +73,7 @@ async fn three_waves(max: i32) -> (Client, String, RunningController) {
 
 #[tokio::test]
 async fn with_one_slot_waves_start_strictly_in_order() {
-    let (client, ns, _controller) = three_waves(1).await;
+    let (client, ns, controller) = three_waves(1).await;
     let pending = wait_wave(
         &client,
         &ns,
@@ -119,6 +119,12 @@ async fn with_one_slot_waves_start_strictly_in_order() {
         let plan = plans.get("crm").await.unwrap().status.unwrap();
         if plan.phase == PlanPhase::Completed {
             assert_eq!(plan.waves_summary.as_deref(), Some("3/3"));
+            println!(
+                "three-wave plan to Completed: {} reconciles (plan and waves), {} status writes, {} routing writes",
+                controller.stats.reconciles(),
+                controller.stats.status_writes(),
+                controller.stats.routing_writes()
+            );
             break;
         }
         assert!(
