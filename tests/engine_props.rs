@@ -272,7 +272,15 @@ proptest! {
                 let failures = next.analysis.iter().find(|m| m.name == "errors").map_or(0, |m| m.consecutive_failures);
                 let was_routed = status.step_index.is_some()
                     && matches!(status.phase, WavePhase::Progressing | WavePhase::AwaitingApproval | WavePhase::Quiet | WavePhase::DualAccess);
-                if was_routed && kind.is_none() && failures as u32 >= limit {
+                // Only a new evaluation acts; the same one seen again (the clock did not
+                // move) is not counted twice, even if failureLimit changed meanwhile.
+                let fresh = status
+                    .analysis
+                    .iter()
+                    .find(|m| m.name == "errors")
+                    .and_then(|m| m.evaluated_at.as_ref())
+                    .is_none_or(|at| at.0 < engine::whole_seconds(now));
+                if was_routed && fresh && kind.is_none() && failures as u32 >= limit {
                     let acted = if rollback { WavePhase::RolledBack } else { WavePhase::Paused };
                     prop_assert!(next.phase == acted || next.phase == WavePhase::RolledBack,
                         "a breach at the limit left the wave {:?}", next.phase);
