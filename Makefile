@@ -62,6 +62,7 @@ integration:
 bench: deps
 	cargo bench --locked --bench alert_to_route
 
-## crds: regenerate crds/ from the Rust types.
+## crds: regenerate crds/ from the Rust types, and policies/ from src/policies.rs.
 crds:
 	cargo run --quiet --locked -- crds --out-dir crds
+	cargo run --quiet --locked -- policies > policies/actions.yaml

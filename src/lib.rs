@@ -7,5 +7,6 @@ pub mod api;
 pub mod controller;
 pub mod crdgen;
 pub mod engine;
+pub mod policies;
 pub mod routing;
 pub mod runtime;

@@ -16,6 +16,8 @@ struct Cli {
 enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster).
     Run(switchyard::runtime::RunOptions),
+    /// Print the admission policies (ValidatingAdmissionPolicy and binding) as YAML.
+    Policies,
     /// Print the CustomResourceDefinitions as YAML, or write one file per kind.
     Crds {
         /// Write one file per kind into this directory instead of printing.
@@ -51,6 +53,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 .init();
             tokio::runtime::Runtime::new()?.block_on(switchyard::runtime::run(options))?;
         }
+        Command::Policies => print!("{}", switchyard::policies::yaml()),
         Command::Crds { out_dir: None } => {
             print!("{}", switchyard::crdgen::all_yaml()?);
         }

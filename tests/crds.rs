@@ -92,3 +92,14 @@ fn enum_fields_keep_their_own_description() {
         "{on_fail}"
     );
 }
+
+#[test]
+fn policies_directory_matches_the_code() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/actions.yaml");
+    let on_disk = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        on_disk == switchyard::policies::yaml(),
+        "{} differs from src/policies.rs; run `cargo run -- policies > policies/actions.yaml`",
+        path.display()
+    );
+}

@@ -1,0 +1,184 @@
+//! The shipped ValidatingAdmissionPolicy against a real API server, with impersonated
+//! users: actions record exactly the requester, and are append-only. (Its own test
+//! binary: the policy is cluster-wide.)
+
+mod common;
+
+use std::time::Duration;
+
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+use switchyard::api::MigrationWave;
+
+async fn install_policies(client: &Client) {
+    let (policies, bindings) = switchyard::policies::all();
+    let params = PatchParams::apply("switchyard-test").force();
+    let policy_api: Api<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy> =
+        Api::all(client.clone());
+    for p in &policies {
+        policy_api
+            .patch(
+                p.metadata.name.as_deref().unwrap(),
+                &params,
+                &Patch::Apply(p),
+            )
+            .await
+            .unwrap();
+    }
+    let binding_api: Api<
+        k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding,
+    > = Api::all(client.clone());
+    for b in &bindings {
+        binding_api
+            .patch(
+                b.metadata.name.as_deref().unwrap(),
+                &params,
+                &Patch::Apply(b),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+async fn grant_release_manager(client: &Client, ns: &str, user: &str) {
+    let role: Role = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "act-on-waves"},
+        "rules": [{"apiGroups": ["switchyard.dev"], "resources": ["migrationwaves"], "verbs": ["get", "list", "watch", "update", "patch"]}]
+    }))
+    .unwrap();
+    let _ = Api::<Role>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &role)
+        .await;
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": format!("act-{user}")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "act-on-waves"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+}
+
+/// Appends `action` as `client`'s user would, and returns the API server's answer.
+async fn append(
+    api: &Api<MigrationWave>,
+    action: serde_json::Value,
+) -> Result<MigrationWave, kube::Error> {
+    let mut wave = api.get("w").await.unwrap();
+    wave.spec
+        .actions
+        .push(serde_json::from_value(action).unwrap());
+    api.patch(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"actions": wave.spec.actions}})),
+    )
+    .await
+}
+
+fn refusal(result: Result<MigrationWave, kube::Error>) -> String {
+    match result {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 403, "{status:?}");
+            status.message
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn actions_record_exactly_the_requester_and_are_append_only() {
+    let plane = common::plane();
+    let (admin, ns) = common::admin_in_fresh_namespace("policy").await;
+    install_policies(&admin).await;
+    grant_release_manager(&admin, &ns, "alice").await;
+    let wave: MigrationWave = serde_json::from_value(json!({
+        "apiVersion": "switchyard.dev/v1alpha1", "kind": "MigrationWave", "metadata": {"name": "w"},
+        "spec": {"plan": "crm", "cohort": {"team": "support"}, "steps": [{"approval": {}}]}
+    }))
+    .unwrap();
+    Api::<MigrationWave>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &wave)
+        .await
+        .unwrap();
+    let alice: Api<MigrationWave> = Api::namespaced(
+        plane
+            .client_as("alice", &["release-managers"])
+            .await
+            .unwrap(),
+        &ns,
+    );
+
+    // The policy takes effect once the API server has loaded it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let spoof = loop {
+        match append(&alice, json!({"type": "Approve", "step": 0, "user": "bob"})).await {
+            Err(kube::Error::Api(status)) if status.code == 403 => break status.message,
+            Ok(_) => panic!("a spoofed approval was accepted"),
+            Err(err) if tokio::time::Instant::now() < deadline => {
+                let _ = err;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(err) => panic!("{err}"),
+        }
+    };
+    assert!(
+        spoof.contains("must record the requesting user: write user: alice"),
+        "{spoof}"
+    );
+
+    let accepted = append(
+        &alice,
+        json!({"type": "Approve", "step": 0, "user": "alice", "message": "go"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(accepted.spec.actions.len(), 1);
+    assert_eq!(accepted.spec.actions[0].user, "alice");
+
+    // Editing or deleting an earlier entry is refused, for alice and for the admin.
+    let mut edited = alice.get("w").await.unwrap();
+    edited.spec.actions[0].message = Some("changed my mind".into());
+    let message = refusal(
+        alice
+            .patch(
+                "w",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"actions": edited.spec.actions}})),
+            )
+            .await,
+    );
+    assert!(message.contains("spec.actions is append-only"), "{message}");
+    let admin_api: Api<MigrationWave> = Api::namespaced(admin.clone(), &ns);
+    let message = refusal(
+        admin_api
+            .patch(
+                "w",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"actions": []}})),
+            )
+            .await,
+    );
+    assert!(message.contains("append-only"), "{message}");
+    assert_eq!(
+        admin_api.get("w").await.unwrap().spec.actions.len(),
+        1,
+        "nothing changed"
+    );
+
+    // A change that leaves the actions alone (as the operator's writes do) passes.
+    admin_api
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"note": "x"}}})),
+        )
+        .await
+        .unwrap();
+}
