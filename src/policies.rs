@@ -16,6 +16,127 @@ use serde_json::json;
 
 /// The policy and binding names.
 pub const ACTIONS_POLICY: &str = "switchyard-actions-record-the-requester";
+/// Who may act on a wave: the plan's approvers and rollback authority.
+pub const WAVE_AUTHORITY_POLICY: &str = "switchyard-wave-action-authority";
+/// Who may pass a plan's manual gates: the plan's approvers.
+pub const GATE_AUTHORITY_POLICY: &str = "switchyard-gate-pass-authority";
+
+/// CEL: whether the requester is in the Subjects at `path` (users or groups).
+fn member_of(path: &str) -> String {
+    format!(
+        "has({path}) && ((has({path}.users) && request.userInfo.username in {path}.users) || \
+         (has({path}.groups) && request.userInfo.groups.exists(g, g in {path}.groups)))"
+    )
+}
+
+/// CEL: the Subjects at `path`, for a denial message.
+fn describe(path: &str) -> String {
+    format!(
+        "'users: ' + (has({path}) && has({path}.users) ? {path}.users.join(', ') : 'none') + \
+         '; groups: ' + (has({path}) && has({path}.groups) ? {path}.groups.join(', ') : 'none')"
+    )
+}
+
+/// CEL variables shared by the authority policies: the entries this request adds.
+fn new_actions_variables() -> serde_json::Value {
+    json!([
+        {"name": "actions", "expression": "has(object.spec.actions) ? object.spec.actions : []"},
+        {"name": "oldActions", "expression": "oldObject != null && has(oldObject.spec.actions) ? oldObject.spec.actions : []"},
+        {"name": "newActions", "expression":
+            "size(variables.actions) >= size(variables.oldActions) ? variables.actions.slice(size(variables.oldActions), size(variables.actions)) : []"}
+    ])
+}
+
+fn labels() -> serde_json::Value {
+    json!({"app.kubernetes.io/part-of": "switchyard"})
+}
+
+fn binding_for(
+    policy: &str,
+    param_ref: Option<serde_json::Value>,
+) -> ValidatingAdmissionPolicyBinding {
+    let mut spec = json!({"policyName": policy, "validationActions": ["Deny"]});
+    if let Some(param_ref) = param_ref {
+        spec["paramRef"] = param_ref;
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": policy, "labels": labels()},
+        "spec": spec
+    }))
+    .expect("a valid ValidatingAdmissionPolicyBinding")
+}
+
+/// Approvals and pauses need the plan's approvers; rollbacks and retries its rollback
+/// authority. A policy cannot read another object by a name taken from the request, so
+/// every CutoverPlan of the wave's namespace is a parameter, and each rule only speaks
+/// for the parameter that is the wave's own plan.
+fn wave_authority() -> ValidatingAdmissionPolicy {
+    let approver = member_of("params.spec.approvers");
+    let authority = member_of("params.spec.rollbackAuthority");
+    serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": WAVE_AUTHORITY_POLICY, "labels": labels()},
+        "spec": {
+            "failurePolicy": "Fail",
+            "paramKind": {"apiVersion": "switchyard.dev/v1alpha1", "kind": "CutoverPlan"},
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["switchyard.dev"], "apiVersions": ["v1alpha1"],
+                "operations": ["CREATE", "UPDATE"], "resources": ["migrationwaves"]
+            }]},
+            "variables": new_actions_variables().as_array().unwrap().iter().cloned().chain([
+                json!({"name": "ownPlan", "expression": "params.metadata.name == object.spec.plan"}),
+                json!({"name": "approver", "expression": approver}),
+                json!({"name": "authority", "expression": authority}),
+            ]).collect::<Vec<_>>(),
+            "validations": [
+                {
+                    "expression": "!variables.ownPlan || variables.approver || !variables.newActions.exists(a, a.type == 'Approve')",
+                    "messageExpression": format!("'only the approvers of CutoverPlan ' + params.metadata.name + ' may approve a step (' + {} + ')'", describe("params.spec.approvers")),
+                    "reason": "Forbidden"
+                },
+                {
+                    "expression": "!variables.ownPlan || variables.authority || !variables.newActions.exists(a, a.type == 'Rollback' || a.type == 'Retry')",
+                    "messageExpression": format!("'only the rollbackAuthority of CutoverPlan ' + params.metadata.name + ' may roll back or retry a wave (' + {} + ')'", describe("params.spec.rollbackAuthority")),
+                    "reason": "Forbidden"
+                },
+                {
+                    "expression": "!variables.ownPlan || variables.approver || variables.authority || !variables.newActions.exists(a, a.type == 'Pause' || a.type == 'Resume')",
+                    "messageExpression": "'only the approvers or the rollbackAuthority of CutoverPlan ' + params.metadata.name + ' may pause or resume a wave'",
+                    "reason": "Forbidden"
+                }
+            ]
+        }
+    }))
+    .expect("a valid ValidatingAdmissionPolicy")
+}
+
+/// Gate passes need the plan's approvers, as they were before this request (so nobody
+/// adds themselves and passes a gate in one write).
+fn gate_authority() -> ValidatingAdmissionPolicy {
+    let approver = member_of("oldObject.spec.approvers");
+    serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": GATE_AUTHORITY_POLICY, "labels": labels()},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["switchyard.dev"], "apiVersions": ["v1alpha1"],
+                "operations": ["UPDATE"], "resources": ["cutoverplans"]
+            }]},
+            "variables": new_actions_variables(),
+            "validations": [{
+                "expression": format!("!variables.newActions.exists(a, a.type == 'PassGate') || ({approver})"),
+                "messageExpression": format!("'only the approvers of CutoverPlan ' + object.metadata.name + ' may pass a gate (' + {} + ')'", describe("oldObject.spec.approvers")),
+                "reason": "Forbidden"
+            }]
+        }
+    }))
+    .expect("a valid ValidatingAdmissionPolicy")
+}
 
 /// The policies and their bindings, in apply order.
 pub fn all() -> (
@@ -62,7 +183,15 @@ pub fn all() -> (
         "spec": {"policyName": ACTIONS_POLICY, "validationActions": ["Deny"]}
     }))
     .expect("a valid ValidatingAdmissionPolicyBinding");
-    (vec![policy], vec![binding])
+    let plans_of_the_namespace = json!({"selector": {}, "parameterNotFoundAction": "Allow"});
+    (
+        vec![policy, wave_authority(), gate_authority()],
+        vec![
+            binding,
+            binding_for(WAVE_AUTHORITY_POLICY, Some(plans_of_the_namespace)),
+            binding_for(GATE_AUTHORITY_POLICY, None),
+        ],
+    )
 }
 
 /// All of them as one YAML stream, as kept in `policies/actions.yaml`.

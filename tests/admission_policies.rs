@@ -182,3 +182,153 @@ async fn actions_record_exactly_the_requester_and_are_append_only() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn only_the_plans_approvers_and_rollback_authority_may_act() {
+    let plane = common::plane();
+    let (admin, ns) = common::admin_in_fresh_namespace("authority").await;
+    install_policies(&admin).await;
+    for user in ["alice", "mallory", "sam"] {
+        grant_release_manager(&admin, &ns, user).await;
+    }
+    let plan: switchyard::api::CutoverPlan = serde_json::from_value(json!({
+        "apiVersion": "switchyard.dev/v1alpha1", "kind": "CutoverPlan", "metadata": {"name": "crm"},
+        "spec": {
+            "legacy": {"service": {"name": "legacy", "port": 80}},
+            "target": {"service": {"name": "target", "port": 80}},
+            "routing": {"configMap": {"name": "t"}},
+            "cohortKeys": {"team": {"header": "x-team"}},
+            "waves": [{"name": "w"}],
+            "readinessGates": [{"name": "rehearsal", "manual": {}}],
+            "approvers": {"groups": ["release-managers"]},
+            "rollbackAuthority": {"users": ["sam"], "groups": ["sre"]}
+        }
+    }))
+    .unwrap();
+    Api::<switchyard::api::CutoverPlan>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &plan)
+        .await
+        .unwrap();
+    let wave: MigrationWave = serde_json::from_value(json!({
+        "apiVersion": "switchyard.dev/v1alpha1", "kind": "MigrationWave", "metadata": {"name": "w"},
+        "spec": {"plan": "crm", "cohort": {"team": "support"}, "steps": [{"approval": {}}]}
+    }))
+    .unwrap();
+    Api::<MigrationWave>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &wave)
+        .await
+        .unwrap();
+    let as_user = |user: &'static str, groups: &'static [&'static str]| {
+        let ns = ns.clone();
+        async move {
+            Api::<MigrationWave>::namespaced(plane.client_as(user, groups).await.unwrap(), &ns)
+        }
+    };
+    let mallory = as_user("mallory", &["contractors"]).await;
+    let alice = as_user("alice", &["release-managers"]).await;
+    let sam = as_user("sam", &["ops"]).await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let denied = loop {
+        match append(
+            &mallory,
+            json!({"type": "Approve", "step": 0, "user": "mallory"}),
+        )
+        .await
+        {
+            Err(kube::Error::Api(status)) if status.code == 403 => break status.message,
+            Ok(_) => panic!("an approval from outside the approvers was accepted"),
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await
+            }
+            Err(err) => panic!("{err}"),
+        }
+    };
+    assert!(denied.contains("only the approvers of CutoverPlan crm may approve a step (users: none; groups: release-managers)"), "{denied}");
+    let message = refusal(append(&mallory, json!({"type": "Rollback", "user": "mallory"})).await);
+    assert!(message.contains("only the rollbackAuthority of CutoverPlan crm may roll back or retry a wave (users: sam; groups: sre)"), "{message}");
+    let message = refusal(append(&mallory, json!({"type": "Pause", "user": "mallory"})).await);
+    assert!(message.contains("may pause or resume"), "{message}");
+    let message = refusal(append(&alice, json!({"type": "Rollback", "user": "alice"})).await);
+    assert!(
+        message.contains("rollbackAuthority"),
+        "an approver is not a rollback authority: {message}"
+    );
+
+    append(
+        &alice,
+        json!({"type": "Approve", "step": 0, "user": "alice"}),
+    )
+    .await
+    .expect("an approver approves");
+    append(
+        &sam,
+        json!({"type": "Rollback", "user": "sam", "message": "duplicates"}),
+    )
+    .await
+    .expect("the rollback authority rolls back");
+    append(&alice, json!({"type": "Pause", "user": "alice"}))
+        .await
+        .expect("an approver pauses");
+    assert_eq!(
+        Api::<MigrationWave>::namespaced(admin.clone(), &ns)
+            .get("w")
+            .await
+            .unwrap()
+            .spec
+            .actions
+            .len(),
+        3
+    );
+
+    // Manual gates: only the plan's approvers pass them.
+    let plans_role: Role = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "pass-gates"},
+        "rules": [{"apiGroups": ["switchyard.dev"], "resources": ["cutoverplans"], "verbs": ["get", "patch", "update"]}]
+    }))
+    .unwrap();
+    Api::<Role>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &plans_role)
+        .await
+        .unwrap();
+    for user in ["alice", "mallory"] {
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": format!("gates-{user}")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pass-gates"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+        }))
+        .unwrap();
+        Api::<RoleBinding>::namespaced(admin.clone(), &ns)
+            .create(&PostParams::default(), &binding)
+            .await
+            .unwrap();
+    }
+    let pass = |user: &'static str, groups: &'static [&'static str]| {
+        let ns = ns.clone();
+        async move {
+            let plans: Api<switchyard::api::CutoverPlan> =
+                Api::namespaced(plane.client_as(user, groups).await.unwrap(), &ns);
+            let actions = json!([{"type": "PassGate", "gate": "rehearsal", "user": user}]);
+            plans
+                .patch(
+                    "crm",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"actions": actions}})),
+                )
+                .await
+        }
+    };
+    match pass("mallory", &["contractors"]).await {
+        Err(kube::Error::Api(status)) => assert!(
+            status
+                .message
+                .contains("only the approvers of CutoverPlan crm may pass a gate"),
+            "{}",
+            status.message
+        ),
+        other => panic!("mallory passed a gate: {other:?}"),
+    }
+    pass("alice", &["release-managers"])
+        .await
+        .expect("an approver passes the gate");
+}
