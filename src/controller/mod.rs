@@ -116,6 +116,37 @@ pub struct Context {
 }
 
 impl Context {
+    /// Publishes one Event per engine event about `reference`. An Event is a
+    /// notification: losing one is logged and does not fail the reconcile.
+    pub async fn publish(
+        &self,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+        events: &[crate::engine::EngineEvent],
+    ) {
+        use kube::runtime::events::{Event, EventType};
+        for event in events {
+            let published = self
+                .recorder
+                .publish(
+                    &Event {
+                        type_: match event.kind {
+                            crate::engine::EventKind::Normal => EventType::Normal,
+                            crate::engine::EventKind::Warning => EventType::Warning,
+                        },
+                        reason: event.reason.clone(),
+                        note: Some(event.note.chars().take(1000).collect()),
+                        action: "Reconcile".into(),
+                        secondary: None,
+                    },
+                    reference,
+                )
+                .await;
+            if let Err(err) = published {
+                tracing::warn!(object = ?reference.name, error = %err, "could not publish an Event");
+            }
+        }
+    }
+
     /// A context for these settings.
     pub fn new(client: Client, settings: &Settings, services: Services) -> Self {
         let reporter = Reporter {

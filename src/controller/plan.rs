@@ -15,7 +15,6 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
-        events::{Event as KubeEvent, EventType},
         finalizer::{self, Event as Finalize},
         reflector::{self, ObjectRef, Store},
         watcher,
@@ -27,7 +26,7 @@ use super::{Context, Services, Settings, Stats};
 use crate::analysis::{self, EffectiveAnalysis, EffectiveMetric};
 use crate::api::{CutoverPlan, CutoverPlanStatus, Metric, MetricStatus, MigrationWave};
 use crate::engine::{
-    EventKind, MetricPolicy,
+    MetricPolicy,
     plan::{GateObservation, PlanDecision, PlanObservations, decide_plan, wave_views},
 };
 use crate::routing::FIELD_MANAGER;
@@ -275,27 +274,6 @@ async fn record(
         .map_err(|err| Error::Status(Box::new(err)))?;
         Stats::bump(&ctx.services.stats.status_writes);
     }
-    let reference = plan.object_ref(&());
-    for event in &decision.events {
-        let published = ctx
-            .recorder
-            .publish(
-                &KubeEvent {
-                    type_: match event.kind {
-                        EventKind::Normal => EventType::Normal,
-                        EventKind::Warning => EventType::Warning,
-                    },
-                    reason: event.reason.clone(),
-                    note: Some(event.note.chars().take(1000).collect()),
-                    action: "Reconcile".into(),
-                    secondary: None,
-                },
-                &reference,
-            )
-            .await;
-        if let Err(err) = published {
-            warn!(plan = %plan.name_any(), error = %err, "could not publish an Event");
-        }
-    }
+    ctx.publish(&plan.object_ref(&()), &decision.events).await;
     Ok(())
 }

@@ -11,7 +11,6 @@ use kube::{
     runtime::{
         Controller,
         controller::Action,
-        events::{Event as KubeEvent, EventType},
         finalizer::{self, Event as Finalize},
         reflector::ObjectRef,
         watcher,
@@ -22,7 +21,7 @@ use tracing::{debug, info, warn};
 use super::{Context, Services, Settings, Stats};
 use crate::analysis;
 use crate::api::{CutoverPlan, MigrationWave, MigrationWaveStatus, WavePhase};
-use crate::engine::{self, Decision, EventKind, Observations, Problem, RoutingIntent};
+use crate::engine::{self, Decision, Observations, Problem, RoutingIntent};
 use crate::routing::{
     ConfigMapRouter, FIELD_MANAGER, GatewayRouter, HTTPRoute, MANAGED_BY, MANAGED_BY_LABEL, Router,
     RouterConfig, RoutingError, WaveRoute, Written,
@@ -493,29 +492,7 @@ async fn record(
             info!(wave = %wave.name_any(), from = ?before.phase, to = ?after.phase, "phase changed");
         }
     }
-    let reference = wave.object_ref(&());
-    for event in &decision.events {
-        let published = ctx
-            .recorder
-            .publish(
-                &KubeEvent {
-                    type_: match event.kind {
-                        EventKind::Normal => EventType::Normal,
-                        EventKind::Warning => EventType::Warning,
-                    },
-                    reason: event.reason.clone(),
-                    note: Some(event.note.chars().take(1000).collect()),
-                    action: "Reconcile".into(),
-                    secondary: None,
-                },
-                &reference,
-            )
-            .await;
-        // An Event is a notification; losing one must not fail the reconcile.
-        if let Err(err) = published {
-            warn!(wave = %wave.name_any(), error = %err, "could not publish an Event");
-        }
-    }
+    ctx.publish(&wave.object_ref(&()), &decision.events).await;
     Ok(())
 }
 
