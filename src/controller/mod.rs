@@ -116,6 +116,37 @@ pub struct Context {
 }
 
 impl Context {
+    /// Writes `status` to `object`'s status subresource by server-side apply, under the
+    /// one field manager. Callers write only when the status changed.
+    pub async fn apply_status<K>(
+        &self,
+        object: &K,
+        status: &impl serde::Serialize,
+    ) -> Result<(), kube::Error>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        use kube::ResourceExt;
+        let api: kube::Api<K> =
+            kube::Api::namespaced(self.client.clone(), &object.namespace().unwrap_or_default());
+        let patch = serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "status": status,
+        });
+        api.patch_status(
+            &object.name_any(),
+            &kube::api::PatchParams::apply(crate::routing::FIELD_MANAGER).force(),
+            &kube::api::Patch::Apply(&patch),
+        )
+        .await?;
+        Stats::bump(&self.services.stats.status_writes);
+        Ok(())
+    }
+
     /// Publishes one Event per engine event about `reference`. An Event is a
     /// notification: losing one is logged and does not fail the reconcile.
     pub async fn publish(

@@ -11,7 +11,6 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -29,7 +28,6 @@ use crate::engine::{
     MetricPolicy,
     plan::{GateObservation, PlanDecision, PlanObservations, decide_plan, wave_views},
 };
-use crate::routing::FIELD_MANAGER;
 
 /// The finalizer that rolls a plan's active waves back before the plan goes away.
 pub const FINALIZER: &str = "switchyard.dev/rollback-waves";
@@ -258,21 +256,9 @@ async fn record(
     ctx: &Context,
 ) -> Result<(), Error> {
     if &decision.status != before {
-        let api: Api<CutoverPlan> =
-            Api::namespaced(ctx.client.clone(), &plan.namespace().unwrap_or_default());
-        let patch = serde_json::json!({
-            "apiVersion": "switchyard.dev/v1alpha1",
-            "kind": "CutoverPlan",
-            "status": decision.status,
-        });
-        api.patch_status(
-            &plan.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(|err| Error::Status(Box::new(err)))?;
-        Stats::bump(&ctx.services.stats.status_writes);
+        ctx.apply_status(plan, &decision.status)
+            .await
+            .map_err(|err| Error::Status(Box::new(err)))?;
     }
     ctx.publish(&plan.object_ref(&()), &decision.events).await;
     Ok(())

@@ -7,7 +7,6 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Service;
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
     runtime::{
         Controller,
         controller::Action,
@@ -23,8 +22,8 @@ use crate::analysis;
 use crate::api::{CutoverPlan, MigrationWave, MigrationWaveStatus, WavePhase};
 use crate::engine::{self, Decision, Observations, Problem, RoutingIntent};
 use crate::routing::{
-    ConfigMapRouter, FIELD_MANAGER, GatewayRouter, HTTPRoute, MANAGED_BY, MANAGED_BY_LABEL, Router,
-    RouterConfig, RoutingError, WaveRoute, Written,
+    ConfigMapRouter, GatewayRouter, HTTPRoute, MANAGED_BY, MANAGED_BY_LABEL, Router, RouterConfig,
+    RoutingError, WaveRoute, Written,
 };
 
 /// The finalizer that makes deleting a wave remove its routing first.
@@ -473,21 +472,9 @@ async fn record(
     ctx: &Context,
 ) -> Result<(), Error> {
     if after != before {
-        let api: Api<MigrationWave> =
-            Api::namespaced(ctx.client.clone(), &wave.namespace().unwrap_or_default());
-        let patch = serde_json::json!({
-            "apiVersion": "switchyard.dev/v1alpha1",
-            "kind": "MigrationWave",
-            "status": after,
-        });
-        api.patch_status(
-            &wave.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(|err| Error::Status(Box::new(err)))?;
-        Stats::bump(&ctx.services.stats.status_writes);
+        ctx.apply_status(wave, after)
+            .await
+            .map_err(|err| Error::Status(Box::new(err)))?;
         if after.phase != before.phase {
             info!(wave = %wave.name_any(), from = ?before.phase, to = ?after.phase, "phase changed");
         }

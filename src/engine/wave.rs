@@ -647,46 +647,22 @@ impl Wave<'_> {
             now,
         );
 
-        match paused {
-            Some((why, message)) => cond::set(
-                conditions,
-                cond::PAUSED,
-                true,
-                &why,
-                message,
-                generation,
-                now,
-            ),
-            None => cond::set(
-                conditions,
-                cond::PAUSED,
-                false,
-                reason::NOT_PAUSED,
-                "",
-                generation,
-                now,
-            ),
-        };
-        match rolled_back {
-            Some((why, message)) => cond::set(
-                conditions,
-                cond::ROLLED_BACK,
-                true,
-                &why,
-                message,
-                generation,
-                now,
-            ),
-            None => cond::set(
-                conditions,
-                cond::ROLLED_BACK,
-                false,
-                reason::NOT_ROLLED_BACK,
-                "",
-                generation,
-                now,
-            ),
-        };
+        set_latched(
+            conditions,
+            cond::PAUSED,
+            paused,
+            reason::NOT_PAUSED,
+            generation,
+            now,
+        );
+        set_latched(
+            conditions,
+            cond::ROLLED_BACK,
+            rolled_back,
+            reason::NOT_ROLLED_BACK,
+            generation,
+            now,
+        );
         let (moving, why, message) = progressing;
         cond::set(
             conditions,
@@ -813,6 +789,21 @@ fn suffix(message: &str) -> String {
     } else {
         format!(": {message}")
     }
+}
+
+/// Sets a latched condition: True with its reason while latched, else False.
+fn set_latched(
+    conditions: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    type_: &str,
+    latched: Option<(String, String)>,
+    off_reason: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    match latched {
+        Some((why, message)) => cond::set(conditions, type_, true, &why, message, generation, now),
+        None => cond::set(conditions, type_, false, off_reason, "", generation, now),
+    };
 }
 
 /// Decides what should be true for one wave, from its spec, its last status, what was
