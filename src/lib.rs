@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod analysis;
 pub mod api;
+pub mod cli;
 pub mod controller;
 pub mod crdgen;
 pub mod engine;

@@ -86,6 +86,15 @@ fn parse_steps(spec: &MigrationWaveSpec) -> Result<Vec<StepKind>, String> {
         .collect()
 }
 
+/// A step in words, as Events, history and `kubectl wave` show it: `setWeight 25`,
+/// `analysis for 30m`, `approval`, `quiet for 20m`, `dual access for 72h`.
+pub fn describe_step(step: &Step) -> String {
+    StepKind::parse(step).map_or_else(
+        |problem| format!("invalid step ({problem})"),
+        StepKind::describe,
+    )
+}
+
 /// The percentage of the cohort on the target at step `index`: the last `setWeight` at
 /// or before it, or 0 before any.
 pub fn weight_at(spec: &MigrationWaveSpec, index: usize) -> u8 {
