@@ -12,14 +12,14 @@ export CARGO_TERM_COLOR ?= never
 export KUBE_VERSION ?= v1.37.2
 GATEWAY_API_VERSION ?= v1.6.3
 
-.PHONY: bench test deps kube-apiserver gateway-api-crds monitoring-tools fmt-check clippy unit integration crds
+.PHONY: bench test deps kube-apiserver gateway-api-crds monitoring-tools fmt-check clippy unit integration crds helm
 
 ## test: install what is missing, then fmt check, clippy, unit and integration tests.
 test: deps fmt-check clippy unit integration
 
 ## deps: the toolchain checks, a cached kube-apiserver, the Gateway API module, and
 ## Prometheus and Alertmanager.
-deps: kube-apiserver gateway-api-crds monitoring-tools
+deps: kube-apiserver gateway-api-crds monitoring-tools helm
 	@command -v cargo >/dev/null || { echo "cargo is required (rustup)"; exit 1; }
 	@cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
@@ -27,6 +27,13 @@ deps: kube-apiserver gateway-api-crds monitoring-tools
 kube-apiserver:
 	@if [ -n "$${KUBE_APISERVER:-}" ]; then echo "using KUBE_APISERVER=$$KUBE_APISERVER"; \
 	else echo "kube-apiserver: $$(hack/build-kube-apiserver.sh)"; fi
+
+## helm: a cached Helm (built from the helm.sh/helm/v3 Go module; HELM overrides it) and
+## the prometheus-operator module, whose ServiceMonitor and PrometheusRule CRDs
+## tests/helm.rs installs before applying the chart.
+helm:
+	@helm=$$(hack/build-helm.sh); echo "helm: $$helm"
+	@cd /tmp && go mod download github.com/prometheus-operator/prometheus-operator@v0.85.0
 
 gateway-api-crds:
 	@cd /tmp && go mod download sigs.k8s.io/gateway-api@$(GATEWAY_API_VERSION)
@@ -62,7 +69,11 @@ integration:
 bench: deps
 	cargo bench --locked --bench alert_to_route
 
-## crds: regenerate crds/ from the Rust types, and policies/ from src/policies.rs.
+## crds: regenerate crds/ from the Rust types, and policies/ from src/policies.rs; then
+## copy both, with policies/rbac.yaml, into the Helm chart (tests/helm.rs checks the copies).
 crds:
 	cargo run --quiet --locked -- crds --out-dir crds
 	cargo run --quiet --locked -- policies > policies/actions.yaml
+	rm -f charts/switchyard/crds/*.yaml
+	cp crds/*.yaml charts/switchyard/crds/
+	cp policies/actions.yaml policies/rbac.yaml charts/switchyard/files/policies/
