@@ -562,9 +562,7 @@ fn analysis_lines(
             };
             MetricLine {
                 name: m.metric.name.clone(),
-                value: last
-                    .and_then(|s| s.value)
-                    .map_or("-".into(), format_value),
+                value: last.and_then(|s| s.value).map_or("-".into(), format_value),
                 range,
                 result,
             }
