@@ -68,13 +68,25 @@ fn binding_for(
     .expect("a valid ValidatingAdmissionPolicyBinding")
 }
 
-/// Approvals and pauses need the plan's approvers; rollbacks and retries its rollback
-/// authority. A policy cannot read another object by a name taken from the request, so
-/// every CutoverPlan of the wave's namespace is a parameter, and each rule only speaks
-/// for the parameter that is the wave's own plan.
+/// CEL: whether the Approve entry `a` is for a step that names its own approvers (in the
+/// wave as stored before the request, so nobody names themselves and approves at once).
+fn step_has_own_approvers(a: &str) -> String {
+    format!(
+        "(has({a}.step) && {a}.step < size(variables.steps) && has(variables.steps[{a}.step].approval) && \
+         has(variables.steps[{a}.step].approval.approvers))"
+    )
+}
+
+/// Approvals need the step's own approvers where the step names them, else the plan's;
+/// pauses need the plan's approvers or its rollback authority; rollbacks and retries its
+/// rollback authority. A policy cannot read another object by a name taken from the
+/// request, so every CutoverPlan of the wave's namespace is a parameter, and each rule
+/// only speaks for the parameter that is the wave's own plan.
 fn wave_authority() -> ValidatingAdmissionPolicy {
     let approver = member_of("params.spec.approvers");
     let authority = member_of("params.spec.rollbackAuthority");
+    let own = step_has_own_approvers("a");
+    let step_member = member_of("variables.steps[a.step].approval.approvers");
     serde_json::from_value(json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicy",
@@ -90,11 +102,21 @@ fn wave_authority() -> ValidatingAdmissionPolicy {
                 json!({"name": "ownPlan", "expression": "params.metadata.name == object.spec.plan"}),
                 json!({"name": "approver", "expression": approver}),
                 json!({"name": "authority", "expression": authority}),
+                json!({"name": "steps", "expression": "oldObject != null ? oldObject.spec.steps : object.spec.steps"}),
+                json!({"name": "deniedSteps", "expression":
+                    format!("variables.newActions.filter(a, a.type == 'Approve' && {own} && !({step_member}))")}),
             ]).collect::<Vec<_>>(),
             "validations": [
                 {
-                    "expression": "!variables.ownPlan || variables.approver || !variables.newActions.exists(a, a.type == 'Approve')",
+                    "expression": format!("!variables.ownPlan || variables.approver || !variables.newActions.exists(a, a.type == 'Approve' && !{own})"),
                     "messageExpression": format!("'only the approvers of CutoverPlan ' + params.metadata.name + ' may approve a step (' + {} + ')'", describe("params.spec.approvers")),
+                    "reason": "Forbidden"
+                },
+                {
+                    "expression": "!variables.ownPlan || size(variables.deniedSteps) == 0",
+                    "messageExpression": format!(
+                        "'only the approvers of step ' + string(variables.deniedSteps[0].step) + ' of MigrationWave ' + object.metadata.name + ' may approve it (' + {} + ')'",
+                        describe("variables.steps[variables.deniedSteps[0].step].approval.approvers")),
                     "reason": "Forbidden"
                 },
                 {
@@ -113,10 +135,17 @@ fn wave_authority() -> ValidatingAdmissionPolicy {
     .expect("a valid ValidatingAdmissionPolicy")
 }
 
-/// Gate passes need the plan's approvers, as they were before this request (so nobody
-/// adds themselves and passes a gate in one write).
+/// Gate passes need the gate's own approvers where it names them, else the plan's
+/// approvers; both as they were before this request (so nobody adds themselves and
+/// passes a gate in one write).
 fn gate_authority() -> ValidatingAdmissionPolicy {
     let approver = member_of("oldObject.spec.approvers");
+    let gate = "oldObject.spec.readinessGates.filter(g, g.name == a.gate)[0]";
+    let own = "(has(oldObject.spec.readinessGates) && oldObject.spec.readinessGates.exists(g, g.name == a.gate && has(g.manual) && has(g.manual.approvers)))";
+    let gate_member = member_of(&format!("{gate}.manual.approvers"));
+    let denied = "variables.deniedGates[0]";
+    let denied_own = own.replace("a.gate", &format!("{denied}.gate"));
+    let denied_gate = gate.replace("a.gate", &format!("{denied}.gate"));
     serde_json::from_value(json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicy",
@@ -127,10 +156,17 @@ fn gate_authority() -> ValidatingAdmissionPolicy {
                 "apiGroups": ["switchyard.dev"], "apiVersions": ["v1alpha1"],
                 "operations": ["UPDATE"], "resources": ["cutoverplans"]
             }]},
-            "variables": new_actions_variables(),
+            "variables": new_actions_variables().as_array().unwrap().iter().cloned().chain([
+                json!({"name": "approver", "expression": approver}),
+                json!({"name": "deniedGates", "expression":
+                    format!("variables.newActions.filter(a, a.type == 'PassGate' && !({own} ? ({gate_member}) : variables.approver))")}),
+            ]).collect::<Vec<_>>(),
             "validations": [{
-                "expression": format!("!variables.newActions.exists(a, a.type == 'PassGate') || ({approver})"),
-                "messageExpression": format!("'only the approvers of CutoverPlan ' + object.metadata.name + ' may pass a gate (' + {} + ')'", describe("oldObject.spec.approvers")),
+                "expression": "size(variables.deniedGates) == 0",
+                "messageExpression": format!(
+                    "{denied_own} ? 'only the approvers of gate ' + {denied}.gate + ' of CutoverPlan ' + object.metadata.name + ' may pass it (' + {} + ')' : 'only the approvers of CutoverPlan ' + object.metadata.name + ' may pass a gate (' + {} + ')'",
+                    describe(&format!("{denied_gate}.manual.approvers")),
+                    describe("oldObject.spec.approvers")),
                 "reason": "Forbidden"
             }]
         }

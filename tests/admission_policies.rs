@@ -70,16 +70,48 @@ async fn append(
     api: &Api<MigrationWave>,
     action: serde_json::Value,
 ) -> Result<MigrationWave, kube::Error> {
+    append_with(api, action, false).await
+}
+
+async fn append_with(
+    api: &Api<MigrationWave>,
+    action: serde_json::Value,
+    dry_run: bool,
+) -> Result<MigrationWave, kube::Error> {
     let mut wave = api.get("w").await.unwrap();
     wave.spec
         .actions
         .push(serde_json::from_value(action).unwrap());
     api.patch(
         "w",
-        &PatchParams::default(),
+        &PatchParams {
+            dry_run,
+            ..PatchParams::default()
+        },
         &Patch::Merge(json!({"spec": {"actions": wave.spec.actions}})),
     )
     .await
+}
+
+/// The policies take effect once the API server has loaded them, a few seconds after
+/// they are created. Probes with dry runs (which change nothing) until `action` is
+/// refused by a policy, then makes the real request, which must be refused the same way.
+async fn first_refusal(api: &Api<MigrationWave>, action: serde_json::Value) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match append_with(api, action.clone(), true).await {
+            Err(kube::Error::Api(status))
+                if status.code == 403 && status.message.contains("ValidatingAdmissionPolicy") =>
+            {
+                break;
+            }
+            _ if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            other => panic!("the policies never refused {action}: {other:?}"),
+        }
+    }
+    refusal(append(api, action).await)
 }
 
 fn refusal(result: Result<MigrationWave, kube::Error>) -> String {
@@ -116,18 +148,7 @@ async fn actions_record_exactly_the_requester_and_are_append_only() {
     );
 
     // The policy takes effect once the API server has loaded it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let spoof = loop {
-        match append(&alice, json!({"type": "Approve", "step": 0, "user": "bob"})).await {
-            Err(kube::Error::Api(status)) if status.code == 403 => break status.message,
-            Ok(_) => panic!("a spoofed approval was accepted"),
-            Err(err) if tokio::time::Instant::now() < deadline => {
-                let _ = err;
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(err) => panic!("{err}"),
-        }
-    };
+    let spoof = first_refusal(&alice, json!({"type": "Approve", "step": 0, "user": "bob"})).await;
     assert!(
         spoof.contains("must record the requesting user: write user: alice"),
         "{spoof}"
@@ -228,22 +249,11 @@ async fn only_the_plans_approvers_and_rollback_authority_may_act() {
     let alice = as_user("alice", &["release-managers"]).await;
     let sam = as_user("sam", &["ops"]).await;
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let denied = loop {
-        match append(
-            &mallory,
-            json!({"type": "Approve", "step": 0, "user": "mallory"}),
-        )
-        .await
-        {
-            Err(kube::Error::Api(status)) if status.code == 403 => break status.message,
-            Ok(_) => panic!("an approval from outside the approvers was accepted"),
-            Err(_) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(250)).await
-            }
-            Err(err) => panic!("{err}"),
-        }
-    };
+    let denied = first_refusal(
+        &mallory,
+        json!({"type": "Approve", "step": 0, "user": "mallory"}),
+    )
+    .await;
     assert!(denied.contains("only the approvers of CutoverPlan crm may approve a step (users: none; groups: release-managers)"), "{denied}");
     let message = refusal(append(&mallory, json!({"type": "Rollback", "user": "mallory"})).await);
     assert!(message.contains("only the rollbackAuthority of CutoverPlan crm may roll back or retry a wave (users: sam; groups: sre)"), "{message}");
@@ -331,4 +341,183 @@ async fn only_the_plans_approvers_and_rollback_authority_may_act() {
     pass("alice", &["release-managers"])
         .await
         .expect("an approver passes the gate");
+}
+
+#[tokio::test]
+async fn a_step_or_gate_naming_its_own_approvers_overrides_the_plans() {
+    let plane = common::plane();
+    let (admin, ns) = common::admin_in_fresh_namespace("own-approvers").await;
+    install_policies(&admin).await;
+    for user in ["alice", "carol", "tina", "mallory"] {
+        grant_release_manager(&admin, &ns, user).await;
+    }
+    let plans_role: Role = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "pass-gates"},
+        "rules": [{"apiGroups": ["switchyard.dev"], "resources": ["cutoverplans"], "verbs": ["get", "patch"]}]
+    }))
+    .unwrap();
+    Api::<Role>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &plans_role)
+        .await
+        .unwrap();
+    for user in ["alice", "tina"] {
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": format!("gates-{user}")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pass-gates"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+        }))
+        .unwrap();
+        Api::<RoleBinding>::namespaced(admin.clone(), &ns)
+            .create(&PostParams::default(), &binding)
+            .await
+            .unwrap();
+    }
+    let plan: switchyard::api::CutoverPlan = serde_json::from_value(json!({
+        "apiVersion": "switchyard.dev/v1alpha1", "kind": "CutoverPlan", "metadata": {"name": "crm"},
+        "spec": {
+            "legacy": {"service": {"name": "legacy", "port": 80}},
+            "target": {"service": {"name": "target", "port": 80}},
+            "routing": {"configMap": {"name": "t"}},
+            "cohortKeys": {"team": {"header": "x-team"}},
+            "waves": [{"name": "w"}],
+            "readinessGates": [
+                {"name": "rehearsal", "manual": {}},
+                {"name": "training", "manual": {"approvers": {"users": ["tina"]}}}
+            ],
+            "approvers": {"groups": ["release-managers"]}
+        }
+    }))
+    .unwrap();
+    Api::<switchyard::api::CutoverPlan>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &plan)
+        .await
+        .unwrap();
+    let wave: MigrationWave = serde_json::from_value(json!({
+        "apiVersion": "switchyard.dev/v1alpha1", "kind": "MigrationWave", "metadata": {"name": "w"},
+        "spec": {"plan": "crm", "cohort": {"team": "support"},
+                 "steps": [{"approval": {"approvers": {"users": ["carol"]}}}, {"approval": {}}]}
+    }))
+    .unwrap();
+    Api::<MigrationWave>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &wave)
+        .await
+        .unwrap();
+    let waves_as = |user: &'static str, groups: &'static [&'static str]| {
+        let ns = ns.clone();
+        async move {
+            Api::<MigrationWave>::namespaced(plane.client_as(user, groups).await.unwrap(), &ns)
+        }
+    };
+    let alice = waves_as("alice", &["release-managers"]).await;
+    let carol = waves_as("carol", &[]).await;
+    let mallory = waves_as("mallory", &[]).await;
+
+    // A plan approver may not approve a step that names its own approvers.
+    let denied = first_refusal(
+        &alice,
+        json!({"type": "Approve", "step": 0, "user": "alice"}),
+    )
+    .await;
+    assert!(
+        denied.contains(
+            "only the approvers of step 0 of MigrationWave w may approve it (users: carol; groups: none)"
+        ),
+        "{denied}"
+    );
+    // The step's own approver may, though not a plan approver...
+    append(
+        &carol,
+        json!({"type": "Approve", "step": 0, "user": "carol"}),
+    )
+    .await
+    .expect("the step's approver approves it");
+    // ...but only that step.
+    let message = refusal(
+        append(
+            &carol,
+            json!({"type": "Approve", "step": 1, "user": "carol"}),
+        )
+        .await,
+    );
+    assert!(
+        message.contains("only the approvers of CutoverPlan crm may approve a step"),
+        "{message}"
+    );
+    append(
+        &alice,
+        json!({"type": "Approve", "step": 1, "user": "alice"}),
+    )
+    .await
+    .expect("a plan approver approves a step without its own approvers");
+
+    // Naming oneself as the step's approver and approving in the same write is refused:
+    // the approvers are read from the wave as it was.
+    let mut current = alice.get("w").await.unwrap();
+    current.spec.steps[0].approval =
+        Some(serde_json::from_value(json!({"approvers": {"users": ["mallory"]}})).unwrap());
+    current.spec.actions.push(
+        serde_json::from_value(json!({"type": "Approve", "step": 0, "user": "mallory"})).unwrap(),
+    );
+    let message = refusal(
+        mallory
+            .patch(
+                "w",
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"spec": {"steps": current.spec.steps, "actions": current.spec.actions}}),
+                ),
+            )
+            .await,
+    );
+    assert!(
+        message.contains("(users: carol; groups: none)"),
+        "{message}"
+    );
+
+    // Gates: a gate's own approvers replace the plan's.
+    let pass = |user: &'static str, groups: &'static [&'static str], gate: &'static str| {
+        let ns = ns.clone();
+        async move {
+            let plans: Api<switchyard::api::CutoverPlan> =
+                Api::namespaced(plane.client_as(user, groups).await.unwrap(), &ns);
+            let mut actions = plans.get("crm").await.unwrap().spec.actions;
+            actions.push(
+                serde_json::from_value(json!({"type": "PassGate", "gate": gate, "user": user}))
+                    .unwrap(),
+            );
+            plans
+                .patch(
+                    "crm",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"actions": actions}})),
+                )
+                .await
+        }
+    };
+    match pass("alice", &["release-managers"], "training").await {
+        Err(kube::Error::Api(status)) => assert!(
+            status.message.contains(
+                "only the approvers of gate training of CutoverPlan crm may pass it (users: tina; groups: none)"
+            ),
+            "{}",
+            status.message
+        ),
+        other => panic!("a plan approver passed a gate with its own approvers: {other:?}"),
+    }
+    pass("tina", &[], "training")
+        .await
+        .expect("the gate's approver passes it");
+    match pass("tina", &[], "rehearsal").await {
+        Err(kube::Error::Api(status)) => assert!(
+            status
+                .message
+                .contains("only the approvers of CutoverPlan crm may pass a gate"),
+            "{}",
+            status.message
+        ),
+        other => panic!("a gate approver passed another gate: {other:?}"),
+    }
+    pass("alice", &["release-managers"], "rehearsal")
+        .await
+        .expect("a plan approver passes a gate without its own approvers");
 }

@@ -50,52 +50,68 @@ fn yaml_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 
 #[tokio::test]
 async fn every_example_manifest_applies_cleanly() {
-    let (client, ns) = admin_in_fresh_namespace("examples").await;
-    let mut files = Vec::new();
-    yaml_files(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples"),
-        &mut files,
-    );
-    assert!(!files.is_empty(), "examples/ holds manifests");
+    let client = plane().client().await.unwrap();
     let mut applied = 0;
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap();
-        for document in serde_yaml::Deserializer::from_str(&text) {
-            let value: Value = serde::Deserialize::deserialize(document).unwrap();
-            if value.is_null() {
-                continue;
-            }
-            let api = match value["kind"].as_str() {
-                Some("CutoverPlan") => dynamic_api::<CutoverPlan>(client.clone(), &ns),
-                Some("MigrationWave") => dynamic_api::<MigrationWave>(client.clone(), &ns),
-                other => panic!("{}: unexpected kind {other:?}", file.display()),
-            };
-            let mut object: DynamicObject = serde_json::from_value(value).unwrap();
-            object.metadata.namespace = None;
-            let name = object.metadata.name.clone().unwrap();
-            api.patch(
-                &name,
-                &PatchParams::apply("examples-test"),
-                &Patch::Apply(&object),
-            )
-            .await
-            .unwrap_or_else(|err| panic!("{} ({name}) was refused: {err}", file.display()));
-            // What the server stored parses back into our types.
-            let stored = api.get(&name).await.unwrap();
-            match object.types.as_ref().map(|t| t.kind.as_str()) {
-                Some("CutoverPlan") => {
-                    serde_json::from_value::<CutoverPlan>(serde_json::to_value(&stored).unwrap())
-                        .unwrap();
+    // Each example directory is one migration: its own namespace, so that examples with
+    // the same object names do not overwrite each other.
+    let mut dirs: Vec<_> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+    dirs.sort();
+    assert!(!dirs.is_empty(), "examples/ holds example directories");
+    for dir in dirs {
+        let ns = plane().create_namespace("examples").await.unwrap();
+        let mut files = Vec::new();
+        yaml_files(&dir, &mut files);
+        files.sort();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for document in serde_yaml::Deserializer::from_str(&text) {
+                let value: Value = serde::Deserialize::deserialize(document).unwrap();
+                if value.is_null() {
+                    continue;
                 }
-                _ => {
-                    serde_json::from_value::<MigrationWave>(serde_json::to_value(&stored).unwrap())
+                let api = match value["kind"].as_str() {
+                    Some("CutoverPlan") => dynamic_api::<CutoverPlan>(client.clone(), &ns),
+                    Some("MigrationWave") => dynamic_api::<MigrationWave>(client.clone(), &ns),
+                    // Namespaces, Services, Gateways and RoleBindings around a plan are
+                    // applied by the example's own test (tests/examples.rs).
+                    _ => continue,
+                };
+                let mut object: DynamicObject = serde_json::from_value(value).unwrap();
+                object.metadata.namespace = None;
+                let name = object.metadata.name.clone().unwrap();
+                api.patch(
+                    &name,
+                    &PatchParams::apply("examples-test"),
+                    &Patch::Apply(&object),
+                )
+                .await
+                .unwrap_or_else(|err| panic!("{} ({name}) was refused: {err}", file.display()));
+                // What the server stored parses back into our types.
+                let stored = api.get(&name).await.unwrap();
+                match object.types.as_ref().map(|t| t.kind.as_str()) {
+                    Some("CutoverPlan") => {
+                        serde_json::from_value::<CutoverPlan>(
+                            serde_json::to_value(&stored).unwrap(),
+                        )
                         .unwrap();
+                    }
+                    _ => {
+                        serde_json::from_value::<MigrationWave>(
+                            serde_json::to_value(&stored).unwrap(),
+                        )
+                        .unwrap();
+                    }
                 }
+                applied += 1;
             }
-            applied += 1;
         }
     }
-    assert!(applied >= 3, "applied {applied} objects");
+    assert!(applied >= 10, "applied {applied} objects");
 }
 
 #[tokio::test]

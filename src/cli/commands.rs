@@ -120,7 +120,7 @@ pub enum Command {
         /// The MigrationWave.
         wave: String,
         /// Why, kept in the wave's history.
-        #[arg(short, long)]
+        #[arg(short, long, visible_short_alias = 'm', visible_alias = "message")]
         reason: Option<String>,
     },
     /// Start a rolled-back wave again from its first step.
