@@ -4,7 +4,10 @@
 //! Human actions are entries of `spec.actions` (see the API reference). These policies
 //! make the API server, not the client, vouch for who made each one:
 //! - a new entry must record exactly the requesting user (no spoofing);
-//! - recorded entries can never be edited or removed (append-only).
+//! - recorded entries can never be edited or removed (append-only);
+//! - changing anything else in the spec needs the `update` verb on the resource, which
+//!   editors hold and release managers do not (they `patch`, to append actions), so a
+//!   release manager cannot, say, add themselves to a plan's approvers.
 //!
 //! The operator itself never writes `spec.actions` (it writes status and finalizers), so
 //! it needs no exemption: its writes leave the list unchanged, which passes both rules.
@@ -195,7 +198,11 @@ pub fn all() -> (
                 {"name": "actions", "expression": "has(object.spec.actions) ? object.spec.actions : []"},
                 {"name": "oldActions", "expression": "oldObject != null && has(oldObject.spec.actions) ? oldObject.spec.actions : []"},
                 {"name": "appendOnly", "expression":
-                    "size(variables.actions) >= size(variables.oldActions) && variables.actions.slice(0, size(variables.oldActions)) == variables.oldActions"}
+                    "size(variables.actions) >= size(variables.oldActions) && variables.actions.slice(0, size(variables.oldActions)) == variables.oldActions"},
+                {"name": "specUnchanged", "expression":
+                    "oldObject == null || (object.spec.all(k, k == 'actions' || (k in oldObject.spec && object.spec[k] == oldObject.spec[k])) && oldObject.spec.all(k, k == 'actions' || k in object.spec))"},
+                {"name": "mayEditSpec", "expression":
+                    "authorizer.group('switchyard.dev').resource(request.resource.resource).namespace(object.metadata.namespace).name(object.metadata.name).check('update').allowed()"}
             ],
             "validations": [
                 {
@@ -206,6 +213,11 @@ pub fn all() -> (
                 {
                     "expression": "!variables.appendOnly || variables.actions.slice(size(variables.oldActions), size(variables.actions)).all(a, a.user == request.userInfo.username)",
                     "messageExpression": "'a new entry in spec.actions must record the requesting user: write user: ' + request.userInfo.username",
+                    "reason": "Forbidden"
+                },
+                {
+                    "expression": "variables.specUnchanged || variables.mayEditSpec",
+                    "messageExpression": "'only users who may update ' + request.resource.resource + ' (the switchyard-editor role) may change the spec; ' + request.userInfo.username + ' may only append to spec.actions'",
                     "reason": "Forbidden"
                 }
             ]

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::access::install_policies;
+
 use std::time::Duration;
 
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -13,36 +15,6 @@ use kube::{
 };
 use serde_json::json;
 use switchyard::api::MigrationWave;
-
-async fn install_policies(client: &Client) {
-    let (policies, bindings) = switchyard::policies::all();
-    let params = PatchParams::apply("switchyard-test").force();
-    let policy_api: Api<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy> =
-        Api::all(client.clone());
-    for p in &policies {
-        policy_api
-            .patch(
-                p.metadata.name.as_deref().unwrap(),
-                &params,
-                &Patch::Apply(p),
-            )
-            .await
-            .unwrap();
-    }
-    let binding_api: Api<
-        k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding,
-    > = Api::all(client.clone());
-    for b in &bindings {
-        binding_api
-            .patch(
-                b.metadata.name.as_deref().unwrap(),
-                &params,
-                &Patch::Apply(b),
-            )
-            .await
-            .unwrap();
-    }
-}
 
 async fn grant_release_manager(client: &Client, ns: &str, user: &str) {
     let role: Role = serde_json::from_value(json!({
@@ -520,4 +492,140 @@ async fn a_step_or_gate_naming_its_own_approvers_overrides_the_plans() {
     pass("alice", &["release-managers"], "rehearsal")
         .await
         .expect("a plan approver passes a gate without its own approvers");
+}
+
+#[tokio::test]
+async fn release_managers_append_actions_but_only_editors_change_the_spec() {
+    let plane = common::plane();
+    let (admin, ns) = common::admin_in_fresh_namespace("spec-guard").await;
+    install_policies(&admin).await;
+    common::access::install_roles(&admin).await;
+    common::access::bind(&admin, &ns, "switchyard-editor", "eddie").await;
+    common::access::bind(&admin, &ns, "switchyard-release-manager", "rita").await;
+    let eddie = plane.client_as("eddie", &[]).await.unwrap();
+    let rita = plane
+        .client_as("rita", &["release-managers"])
+        .await
+        .unwrap();
+    let plan: switchyard::api::CutoverPlan = serde_json::from_value(json!({
+        "apiVersion": "switchyard.dev/v1alpha1", "kind": "CutoverPlan", "metadata": {"name": "crm"},
+        "spec": {
+            "legacy": {"service": {"name": "legacy", "port": 80}},
+            "target": {"service": {"name": "target", "port": 80}},
+            "routing": {"configMap": {"name": "t"}},
+            "cohortKeys": {"team": {"header": "x-team"}},
+            "waves": [{"name": "w"}],
+            "approvers": {"groups": ["release-managers"]}
+        }
+    }))
+    .unwrap();
+    let eddie_plans: Api<switchyard::api::CutoverPlan> = Api::namespaced(eddie.clone(), &ns);
+    eddie_plans
+        .create(&PostParams::default(), &plan)
+        .await
+        .expect("an editor creates the plan");
+    let wave: MigrationWave = serde_json::from_value(json!({
+        "apiVersion": "switchyard.dev/v1alpha1", "kind": "MigrationWave", "metadata": {"name": "w"},
+        "spec": {"plan": "crm", "cohort": {"team": "support"}, "steps": [{"setWeight": 10}, {"approval": {}}]}
+    }))
+    .unwrap();
+    Api::<MigrationWave>::namespaced(eddie.clone(), &ns)
+        .create(&PostParams::default(), &wave)
+        .await
+        .expect("an editor creates the wave");
+    let rita_waves: Api<MigrationWave> = Api::namespaced(rita.clone(), &ns);
+    let rita_plans: Api<switchyard::api::CutoverPlan> = Api::namespaced(rita.clone(), &ns);
+
+    // A release manager who adds herself to the approvers is refused, with why.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let add_herself =
+        json!({"spec": {"approvers": {"users": ["rita"], "groups": ["release-managers"]}}});
+    let message = loop {
+        match rita_plans
+            .patch(
+                "crm",
+                &PatchParams {
+                    dry_run: true,
+                    ..PatchParams::default()
+                },
+                &Patch::Merge(&add_herself),
+            )
+            .await
+        {
+            Err(kube::Error::Api(status))
+                if status.message.contains("ValidatingAdmissionPolicy") =>
+            {
+                break refusal_of(
+                    rita_plans
+                        .patch("crm", &PatchParams::default(), &Patch::Merge(&add_herself))
+                        .await,
+                );
+            }
+            _ if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            other => {
+                panic!("the spec guard never refused a release manager's spec edit: {other:?}")
+            }
+        }
+    };
+    assert!(
+        message.contains(
+            "only users who may update cutoverplans (the switchyard-editor role) may change the spec; rita may only append to spec.actions"
+        ),
+        "{message}"
+    );
+    // So is a change to a wave's steps.
+    let message = refusal(
+        rita_waves
+            .patch(
+                "w",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"steps": [{"setWeight": 100}]}})),
+            )
+            .await,
+    );
+    assert!(message.contains("may update migrationwaves"), "{message}");
+
+    // Appending an action, and labelling, are hers to do.
+    append(
+        &rita_waves,
+        json!({"type": "Pause", "user": "rita", "message": "hold"}),
+    )
+    .await
+    .expect("a release manager appends an action");
+    rita_waves
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"ticket": "chg-1"}}})),
+        )
+        .await
+        .expect("metadata is not the spec");
+    // The editor changes the spec.
+    eddie_plans
+        .patch(
+            "crm",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"maxConcurrentWaves": 2}})),
+        )
+        .await
+        .expect("an editor changes the spec");
+    let stored = eddie_plans.get("crm").await.unwrap();
+    assert_eq!(stored.spec.max_concurrent_waves, Some(2));
+    assert_eq!(
+        stored.spec.approvers.unwrap().users,
+        Vec::<String>::new(),
+        "the refused edit left nothing behind"
+    );
+}
+
+fn refusal_of<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> String {
+    match result {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 403, "{status:?}");
+            status.message
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }

@@ -4,16 +4,17 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use common::access::{bind, install_policies, install_roles};
+
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::waves::{self, RunningController};
 use futures::StreamExt;
-use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube::{
     Api, Client,
-    api::{Patch, PatchParams, PostParams},
+    api::{Patch, PatchParams},
     runtime::{WatchStreamExt, watcher},
 };
 use serde_json::json;
@@ -149,68 +150,6 @@ fn crm_plan(waves: &[&str], manual_gate: bool) -> CutoverPlan {
             serde_json::from_value(json!([{"name": "rehearsal-accepted", "manual": {}}])).unwrap();
     }
     plan
-}
-
-async fn install_policies(client: &Client) {
-    let (policies, bindings) = switchyard::policies::all();
-    let params = PatchParams::apply("switchyard-test").force();
-    let policy_api: Api<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy> =
-        Api::all(client.clone());
-    for p in &policies {
-        policy_api
-            .patch(
-                p.metadata.name.as_deref().unwrap(),
-                &params,
-                &Patch::Apply(p),
-            )
-            .await
-            .unwrap();
-    }
-    let binding_api: Api<
-        k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding,
-    > = Api::all(client.clone());
-    for b in &bindings {
-        binding_api
-            .patch(
-                b.metadata.name.as_deref().unwrap(),
-                &params,
-                &Patch::Apply(b),
-            )
-            .await
-            .unwrap();
-    }
-}
-
-async fn install_roles(admin: &Client) {
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/rbac.yaml"))
-            .unwrap();
-    let roles: Api<ClusterRole> = Api::all(admin.clone());
-    for document in serde_yaml::Deserializer::from_str(&text) {
-        let role: ClusterRole = serde::Deserialize::deserialize(document).unwrap();
-        roles
-            .patch(
-                role.metadata.name.as_deref().unwrap(),
-                &PatchParams::apply("kubectl-wave-test").force(),
-                &Patch::Apply(&role),
-            )
-            .await
-            .unwrap();
-    }
-}
-
-async fn bind(admin: &Client, ns: &str, role: &str, user: &str) {
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": format!("{role}-{user}")},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
-    }))
-    .unwrap();
-    Api::<RoleBinding>::namespaced(admin.clone(), ns)
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
 }
 
 /// The policies take effect once the API server has loaded them: until a spoofed

@@ -3,49 +3,18 @@
 
 mod common;
 
-use std::path::Path;
+use common::access::{bind, install_roles};
 
 use common::waves::*;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::{
-    Api, Client,
+    Api,
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
 use switchyard::api::{MigrationWave, WavePhase};
 
 const OPERATOR: &str = "system:serviceaccount:switchyard-system:switchyard";
-
-async fn install_roles(admin: &Client) {
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/rbac.yaml"))
-            .unwrap();
-    let roles: Api<ClusterRole> = Api::all(admin.clone());
-    for document in serde_yaml::Deserializer::from_str(&text) {
-        let role: ClusterRole = serde::Deserialize::deserialize(document).unwrap();
-        roles
-            .patch(
-                role.metadata.name.as_deref().unwrap(),
-                &PatchParams::apply("rbac-test").force(),
-                &Patch::Apply(&role),
-            )
-            .await
-            .unwrap();
-    }
-}
-
-async fn bind(admin: &Client, ns: &str, role: &str, user: &str) {
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": format!("{role}-{user}")},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
-    }))
-    .unwrap();
-    Api::<RoleBinding>::namespaced(admin.clone(), ns)
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
-}
 
 fn forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> String {
     match result {
