@@ -12,10 +12,23 @@ export CARGO_TERM_COLOR ?= never
 export KUBE_VERSION ?= v1.37.2
 GATEWAY_API_VERSION ?= v1.6.3
 
-.PHONY: bench test deps kube-apiserver gateway-api-crds monitoring-tools fmt-check clippy unit integration crds helm
+.PHONY: bench test deps kube-apiserver gateway-api-crds monitoring-tools fmt-check clippy unit integration crds helm demo
 
 ## test: install what is missing, then fmt check, clippy, unit and integration tests.
 test: deps fmt-check clippy unit integration
+
+## demo: the CRM unification example (examples/crm-unification, six cohorts) migrated end to
+## end in about two minutes: an embedded control plane (or the cluster of $KUBECONFIG, see
+## demo/README.md), a synthetic metrics source, a real Prometheus and Alertmanager, and the
+## operator. ARGS goes to the demo, e.g. make demo ARGS=--ci or ARGS="--time-scale 86400".
+demo:
+	@echo "make demo: builds switchyard and switchyard-demo, then migrates examples/crm-unification (six cohorts)"
+	@echo "on an embedded control plane (or the cluster of \$$KUBECONFIG if it answers; ARGS=--embedded to stay local)"
+	@echo "with a synthetic metrics source, Prometheus, Alertmanager and the operator."
+	@echo "About 2 minutes once built (the first kube-apiserver build adds about 5, cached after). Ctrl-C stops it and cleans up."
+	@$(MAKE) --no-print-directory kube-apiserver gateway-api-crds monitoring-tools
+	cargo build --locked --bins -p switchyard -p switchyard-demo
+	"$${CARGO_TARGET_DIR:-target}/debug/switchyard-demo" $(ARGS)
 
 ## deps: the toolchain checks, a cached kube-apiserver, the Gateway API module, and
 ## Prometheus and Alertmanager.
@@ -68,6 +81,7 @@ integration:
 ## bench: the benchmarks (print figures; they assert nothing about time).
 bench: deps
 	cargo bench --locked --bench alert_to_route
+	cargo bench --locked --bench scale
 
 ## crds: regenerate crds/ from the Rust types, and policies/ from src/policies.rs; then
 ## copy both, with policies/rbac.yaml, into the Helm chart (tests/helm.rs checks the copies).
