@@ -648,3 +648,53 @@ async fn next_line_containing(
         }
     }
 }
+
+#[tokio::test]
+async fn an_action_is_checked_again_when_the_wave_changes_before_it_is_written() {
+    let world = World::new("kw-stale", crm_plan(&["sales-emea"], false)).await;
+    waves::create(
+        &world.admin,
+        &world.ns,
+        &waves::wave(
+            "sales-emea",
+            "crm",
+            "sales",
+            "emea",
+            json!([{"setWeight": 10}, {"approval": {}}]),
+        ),
+    )
+    .await;
+    world
+        .wait_phase("sales-emea", WavePhase::AwaitingApproval, Some(1))
+        .await;
+    // The plugin reads the wave, then waits; meanwhile the wave changes.
+    let child = world
+        .command("alice", &["pause", "sales-emea", "-m", "hold"])
+        .env("SWITCHYARD_TEST_DELAY_WRITE_MS", "1500")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    Api::<MigrationWave>::namespaced(world.admin.clone(), &world.ns)
+        .patch(
+            "sales-emea",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}})),
+        )
+        .await
+        .unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "the plugin gave up on a wave that changed under it: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "wave/sales-emea: pause recorded for alice\n"
+    );
+    let wave = world.wave("sales-emea").await;
+    assert_eq!(wave.spec.actions.len(), 1, "{:?}", wave.spec.actions);
+    assert_eq!(wave.metadata.labels.unwrap()["touched"], "yes");
+}

@@ -669,6 +669,7 @@ impl Ctx {
         for _ in 0..5 {
             let wave = self.get_wave(name).await?;
             let entry = act::wave_action(&wave, &command, &user)?;
+            test_delay_before_write().await;
             let existing = wave.spec.actions.len();
             let patch = act::append_patch(
                 &entry,
@@ -702,8 +703,14 @@ impl Ctx {
                         )
                     });
                 }
-                Err(err) if changed_underneath(&err) => continue,
-                Err(err) => return Err(self.write_error(&user, WAVES, err)),
+                Err(err) => {
+                    if may_be_stale(&err)
+                        && changed_since(&self.waves(), name, &wave.metadata.resource_version).await
+                    {
+                        continue;
+                    }
+                    return Err(self.write_error(&user, WAVES, err));
+                }
             }
         }
         Err(CliError::Contended {
@@ -760,8 +767,14 @@ impl Ctx {
                         format!("plan/{name}: gate {gate} passed by {user}\n")
                     });
                 }
-                Err(err) if changed_underneath(&err) => continue,
-                Err(err) => return Err(self.write_error(&user, PLANS, err)),
+                Err(err) => {
+                    if may_be_stale(&err)
+                        && changed_since(&self.plans(), name, &plan.metadata.resource_version).await
+                    {
+                        continue;
+                    }
+                    return Err(self.write_error(&user, PLANS, err));
+                }
             }
         }
         Err(CliError::Contended {
@@ -789,13 +802,37 @@ fn describe(command: &WaveCommand, entry: &crate::api::WaveAction) -> String {
     }
 }
 
-/// Whether a write failed because the object changed since it was read (the patch's
-/// resourceVersion test failed), so that checking again and retrying is right.
-fn changed_underneath(err: &kube::Error) -> bool {
+/// Debug builds only: waits `SWITCHYARD_TEST_DELAY_WRITE_MS` between reading the object
+/// and writing the action, so that a test can change the object in between.
+async fn test_delay_before_write() {
+    if cfg!(debug_assertions)
+        && let Some(ms) = std::env::var("SWITCHYARD_TEST_DELAY_WRITE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+}
+
+/// Whether a write may have failed because the object changed since it was read: the
+/// patch's resourceVersion `test` failed. The API server answers that with a 422 whose
+/// message does not say so ("the server rejected our request due to an error in our
+/// request"), so [`changed_since`] decides.
+fn may_be_stale(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(status)
         if (status.code == 422 || status.code == 409)
-            && status.message.contains("resourceVersion")
             && !status.message.contains("ValidatingAdmissionPolicy"))
+}
+
+/// Whether the object's resourceVersion is no longer `seen`.
+async fn changed_since<K>(api: &Api<K>, name: &str, seen: &Option<String>) -> bool
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.get_metadata_opt(name).await {
+        Ok(Some(current)) => current.metadata.resource_version != *seen,
+        _ => false,
+    }
 }
 
 /// The policy's own message, without the API server's prefix naming the policy and
