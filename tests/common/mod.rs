@@ -2,6 +2,7 @@
 //! Switchyard's CRDs and the Gateway API CRDs installed, and a namespace per test.
 #![allow(dead_code)]
 
+pub mod operator;
 pub mod waves;
 
 use kube::{
