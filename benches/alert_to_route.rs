@@ -91,7 +91,7 @@ async fn bench(plane: &ControlPlane) {
     };
     let stats = services.stats.clone();
     let settings = Settings {
-        namespace: Some(ns.clone()),
+        namespaces: vec![ns.clone()],
         ..Settings::default()
     };
     tokio::spawn(switchyard::controller::run(

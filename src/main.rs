@@ -1,8 +1,9 @@
 //! The `switchyard` binary: the operator, and tools around it.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
+use switchyard::runtime::LogFormat;
 
 /// Switchyard moves users from a legacy system to its replacement, one cohort at a time.
 #[derive(Parser)]
@@ -15,7 +16,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster).
-    Run(switchyard::runtime::RunOptions),
+    Run(Box<switchyard::runtime::RunOptions>),
     /// Print the admission policies (ValidatingAdmissionPolicy and binding) as YAML.
     Policies,
     /// Print the CustomResourceDefinitions as YAML, or write one file per kind.
@@ -42,16 +43,30 @@ fn main() -> ExitCode {
     }
 }
 
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn".into());
+    // Colours only for a terminal: a pod's log is a file.
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+}
+
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Run(options) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info,kube=warn".into()),
-                )
-                .init();
-            tokio::runtime::Runtime::new()?.block_on(switchyard::runtime::run(options))?;
+            init_logging(options.log_format);
+            // Before any client is built: rustls with ring, never aws-lc.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let runtime = tokio::runtime::Runtime::new()?;
+            let result = runtime.block_on(switchyard::runtime::run(*options));
+            // Whatever still runs (a stuck blocking task) must not delay the exit.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            result?;
         }
         Command::Policies => print!("{}", switchyard::policies::yaml()),
         Command::Crds { out_dir: None } => {

@@ -1,27 +1,110 @@
-//! `switchyard run`: the controllers, the analyzer and the HTTP server (health and the
-//! Alertmanager receiver) in one process.
+//! `switchyard run`: the controllers, the analyzer, the leader election and the HTTP
+//! server (health, readiness, metrics and the Alertmanager receiver) in one process.
+//!
+//! Start-up: serve HTTP (live, not ready) → wait for Switchyard's CRDs → campaign for
+//! the Lease and start the controllers, which sync their caches as standbys → ready.
+//! Shutdown (SIGTERM or Ctrl-C): not ready → no new reconciles, the running ones finish
+//! → stop acting and release the Lease, so a standby takes over at once → exit 0.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
-use axum::{Router, routing::get};
-use tracing::info;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{Api, Client, runtime::wait::Condition};
+use tracing::{info, warn};
 
 use crate::alerts::{
     AlertStore,
-    receiver::{self, Token, TokenError, TokenSource},
+    receiver::{Token, TokenError, TokenSource},
 };
 use crate::analysis::{Analyzer, Prometheus, PrometheusSettings, PrometheusSetupError};
-use crate::controller::{Services, Settings, Stats};
+use crate::controller::{self, Readiness, Services, Settings, Shutdown, Stats};
+use crate::leader::{Election, Leadership, LeaseSettings, MIN_LEASE_DURATION};
+use crate::metrics::Metrics;
+
+/// Where a pod finds its own namespace.
+const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+/// The CRDs Switchyard cannot run without.
+const OUR_CRDS: [&str; 2] = [
+    "cutoverplans.switchyard.dev",
+    "migrationwaves.switchyard.dev",
+];
+/// The Gateway API's HTTPRoute CRD; without it, HTTPRoutes are not watched.
+const HTTPROUTE_CRD: &str = "httproutes.gateway.networking.k8s.io";
+/// How long running reconciles may take to finish at shutdown. Under Kubernetes' default
+/// grace period (30 s), so that the Lease is still released before SIGKILL.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// The longest wait between two looks at the CRDs.
+const MAX_CRD_POLL: Duration = Duration::from_secs(30);
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
 
 /// Settings of `switchyard run`; every flag has an environment-variable fallback.
 #[derive(Clone, Debug, clap::Args)]
 pub struct RunOptions {
-    /// Watch only this namespace; all namespaces when omitted.
-    #[arg(long, env = "SWITCHYARD_NAMESPACE")]
-    pub namespace: Option<String>,
-    /// Where the HTTP server (health, Alertmanager receiver) listens.
+    /// Watch only these namespaces (comma-separated); all namespaces when empty or
+    /// omitted. Each namespace gets its own namespaced watches, so namespaced RBAC is
+    /// enough.
+    #[arg(
+        long,
+        alias = "namespace",
+        env = "SWITCHYARD_NAMESPACES",
+        value_delimiter = ',',
+        value_name = "NS[,NS...]"
+    )]
+    pub namespaces: Vec<String>,
+    /// Where the HTTP server (/healthz, /readyz, /metrics, the Alertmanager receiver)
+    /// listens.
     #[arg(long, env = "SWITCHYARD_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
+    /// How logs are written: text, or one JSON object per line.
+    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Elect a leader through a Lease, so that several replicas can run: one acts, the
+    /// others stand by with warm caches. Turn off only when exactly one replica runs.
+    #[arg(
+        long,
+        env = "SWITCHYARD_LEADER_ELECTION",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        value_name = "true|false"
+    )]
+    pub leader_election: bool,
+    /// The name of the leader Lease.
+    #[arg(long, env = "SWITCHYARD_LEASE_NAME", default_value = "switchyard")]
+    pub lease_name: String,
+    /// The namespace of the leader Lease; by default $POD_NAMESPACE, else the service
+    /// account's namespace, else `default`.
+    #[arg(long, env = "SWITCHYARD_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// How long the Lease stays valid after the leader's last renewal: about the
+    /// failover time when a leader dies without releasing it. Whole seconds, at least 2s.
+    #[arg(
+        long,
+        env = "SWITCHYARD_LEASE_DURATION",
+        default_value = "15s",
+        value_parser = parse_lease_duration
+    )]
+    pub lease_duration: Duration,
+    /// This replica's identity in the Lease and in Events; by default HOSTNAME-PID.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
     /// The Prometheus base URL for analysis and gates, e.g. http://prometheus:9090.
     /// Without it, every metric counts as an Error, which pauses waves by default.
     #[arg(long, env = "SWITCHYARD_PROMETHEUS_URL")]
@@ -51,8 +134,77 @@ pub struct RunOptions {
     pub receiver_token_secret: Option<(String, String, String)>,
 }
 
+impl RunOptions {
+    /// The namespaces to watch, without blanks or repeats; empty for all namespaces.
+    pub fn watched_namespaces(&self) -> Vec<String> {
+        let mut namespaces: Vec<String> = Vec::new();
+        for namespace in self.namespaces.iter().map(|n| n.trim()) {
+            if !namespace.is_empty() && !namespaces.iter().any(|n| n == namespace) {
+                namespaces.push(namespace.to_owned());
+            }
+        }
+        namespaces
+    }
+
+    /// The Lease this replica campaigns for, with the documented fallbacks.
+    pub fn lease(&self) -> LeaseSettings {
+        LeaseSettings {
+            name: self.lease_name.clone(),
+            namespace: lease_namespace(
+                self.lease_namespace.as_deref(),
+                std::env::var("POD_NAMESPACE").ok().as_deref(),
+                Path::new(SERVICE_ACCOUNT_NAMESPACE),
+            ),
+            identity: self.identity(),
+            duration: self.lease_duration,
+        }
+    }
+
+    /// This replica's identity: --identity ($POD_NAME), else HOSTNAME-PID.
+    pub fn identity(&self) -> String {
+        match self.identity.as_deref().map(str::trim) {
+            Some(identity) if !identity.is_empty() => identity.to_owned(),
+            _ => format!("{}-{}", hostname(), std::process::id()),
+        }
+    }
+}
+
+/// The first non-blank of: the flag (or $SWITCHYARD_LEASE_NAMESPACE), $POD_NAMESPACE,
+/// the service account's namespace file, `default`.
+fn lease_namespace(flag: Option<&str>, pod_namespace: Option<&str>, file: &Path) -> String {
+    let from_file = std::fs::read_to_string(file).ok();
+    [flag, pod_namespace, from_file.as_deref()]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|namespace| !namespace.is_empty())
+        .unwrap_or("default")
+        .to_owned()
+}
+
+fn hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|name| name.trim().to_owned())
+        .chain(std::env::var("HOSTNAME").ok())
+        .find(|name| !name.is_empty())
+        .unwrap_or_else(|| "switchyard".into())
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::api::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn parse_lease_duration(s: &str) -> Result<Duration, String> {
+    let duration = parse_duration(s)?;
+    if duration < MIN_LEASE_DURATION {
+        return Err(format!(
+            "the lease duration must be at least {MIN_LEASE_DURATION:?}"
+        ));
+    }
+    // The Lease counts whole seconds.
+    Ok(Duration::from_secs(duration.as_secs()))
 }
 
 fn parse_secret_ref(s: &str) -> Result<(String, String, String), String> {
@@ -87,56 +239,50 @@ pub enum RunError {
     },
 }
 
-/// Runs until Ctrl-C or SIGTERM.
+/// Runs until Ctrl-C or SIGTERM, then shuts down gracefully.
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
+    // kube and reqwest use rustls with the ring provider; aws-lc is never built.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = kube::Client::try_default()
         .await
         .map_err(RunError::Client)?;
-    let prometheus = match &options.prometheus_url {
-        Some(url) => {
-            let bearer_token = match &options.prometheus_token_file {
-                Some(path) => Some(
-                    std::fs::read_to_string(path)
-                        .map_err(|source| RunError::PrometheusToken {
-                            path: path.clone(),
-                            source,
-                        })?
-                        .trim()
-                        .to_owned(),
-                ),
-                None => None,
-            };
-            Some(Prometheus::new(&PrometheusSettings {
-                url: url.clone(),
-                bearer_token,
-                timeout: options.prometheus_timeout,
-                max_concurrent: options.prometheus_max_concurrent,
-            })?)
-        }
-        None => None,
+    let metrics = Arc::new(Metrics::new());
+    let leadership = if options.leader_election {
+        Leadership::elected()
+    } else {
+        Leadership::always()
     };
     let services = Services {
         stats: Arc::new(Stats::default()),
-        analyzer: Arc::new(Analyzer::new(prometheus, options.prometheus_max_concurrent)),
+        analyzer: Arc::new(
+            Analyzer::new(prometheus(&options)?, options.prometheus_max_concurrent)
+                .with_metrics(metrics.clone()),
+        ),
         alerts: Arc::new(AlertStore::default()),
+        metrics: metrics.clone(),
+        leadership: leadership.clone(),
+        readiness: Arc::new(Readiness::default()),
     };
-    let token_source = match (&options.receiver_token_file, &options.receiver_token_secret) {
-        (Some(path), _) => Some(TokenSource::File(path.clone())),
-        (None, Some((namespace, name, key))) => Some(TokenSource::Secret {
-            namespace: namespace.clone(),
-            name: name.clone(),
-            key: key.clone(),
-        }),
-        (None, None) => None,
-    };
-    let mut app = Router::new().route("/healthz", get(|| async { "ok\n" }));
-    match token_source {
-        Some(source) => {
-            let token = Token::load(&source, Some(&client)).await?;
-            app = app.merge(receiver::router(token, services.alerts.clone(), None));
+    let receiver = match receiver_token_source(&options) {
+        Some(source) => Some((
+            Token::load(&source, Some(&client)).await?,
+            services.alerts.clone(),
+        )),
+        None => {
+            info!("no receiver token configured: the Alertmanager receiver is off");
+            None
         }
-        None => info!("no receiver token configured: the Alertmanager receiver is off"),
-    }
+    };
+    let stopping = Arc::new(AtomicBool::new(false));
+    let app = crate::http::router(
+        crate::http::Health {
+            metrics: metrics.clone(),
+            readiness: services.readiness.clone(),
+            leadership: leadership.clone(),
+            stopping: stopping.clone(),
+        },
+        receiver,
+    );
     let listener = tokio::net::TcpListener::bind(options.http_addr)
         .await
         .map_err(|source| RunError::Listen {
@@ -144,21 +290,179 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             source,
         })?;
     info!(addr = %options.http_addr, "serving HTTP");
-    let server = axum::serve(listener, app);
-    let settings = Settings {
-        namespace: options.namespace,
-        ..Settings::default()
+    let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = serving_stopped.await;
+            })
+            .into_future(),
+    );
+    tokio::spawn(report_leadership(leadership.clone(), metrics));
+
+    let shutdown = controller::shutdown_on(shutdown_signal());
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.await;
+            stopping.store(true, Ordering::Release);
+            info!("shutting down: no new reconciles; letting the running ones finish");
+        }
+    });
+    let crds_installed = tokio::select! {
+        () = wait_for_crds(&client) => true,
+        () = shutdown.clone() => false,
+    };
+    if crds_installed {
+        let identity = options.identity();
+        let settings = Settings {
+            namespaces: options.watched_namespaces(),
+            gateway_api: gateway_api_installed(&client).await,
+            instance: Some(identity),
+            ..Settings::default()
+        };
+        info!(namespaces = ?settings.namespaces, "starting the controllers (an empty list means all namespaces)");
+        let election = options
+            .leader_election
+            .then(|| Election::start(client.clone(), options.lease(), leadership.clone()));
+        drain(
+            controller::run_until(client, settings, services, shutdown.clone()),
+            shutdown,
+        )
+        .await;
+        if let Some(election) = election {
+            election.release().await;
+        }
+    }
+    let _ = stop_serving.send(());
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => warn!(error = %err, "the HTTP server failed"),
+        Err(err) => warn!(error = %err, "the HTTP server task failed"),
+    }
+    info!("stopped");
+    Ok(())
+}
+
+fn prometheus(options: &RunOptions) -> Result<Option<Prometheus>, RunError> {
+    let Some(url) = &options.prometheus_url else {
+        return Ok(None);
+    };
+    let bearer_token = match &options.prometheus_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|source| RunError::PrometheusToken {
+                    path: path.clone(),
+                    source,
+                })?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    Ok(Some(Prometheus::new(&PrometheusSettings {
+        url: url.clone(),
+        bearer_token,
+        timeout: options.prometheus_timeout,
+        max_concurrent: options.prometheus_max_concurrent,
+    })?))
+}
+
+fn receiver_token_source(options: &RunOptions) -> Option<TokenSource> {
+    match (&options.receiver_token_file, &options.receiver_token_secret) {
+        (Some(path), _) => Some(TokenSource::File(path.clone())),
+        (None, Some((namespace, name, key))) => Some(TokenSource::Secret {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            key: key.clone(),
+        }),
+        (None, None) => None,
+    }
+}
+
+/// Runs the controllers until they have drained after `shutdown`, or until
+/// [`DRAIN_TIMEOUT`] after it; then drops them, which cancels what still runs.
+async fn drain(controllers: impl std::future::Future<Output = ()>, shutdown: Shutdown) {
+    let deadline = async {
+        shutdown.await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
     };
     tokio::select! {
-        () = crate::controller::run(client, settings, services) => {}
-        result = server => {
-            if let Err(err) = result {
-                tracing::error!(error = %err, "the HTTP server stopped");
+        () = controllers => info!("the running reconciles have finished"),
+        () = deadline => warn!("reconciles still running after {DRAIN_TIMEOUT:?} are cancelled"),
+    }
+}
+
+/// Keeps `switchyard_leader` current, and drops the wave series of a replica that stops
+/// leading: only the leader knows the waves' state.
+async fn report_leadership(leadership: Leadership, metrics: Arc<Metrics>) {
+    let mut changes = leadership.subscribe();
+    loop {
+        let leading = *changes.borrow_and_update();
+        metrics.set_leader(leading);
+        if !leading {
+            metrics.forget_all_waves();
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Waits until Switchyard's CRDs are installed and Established, looking again with
+/// backoff, so that the operator can be installed before its CRDs.
+async fn wait_for_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let mut waiting = Vec::new();
+        for name in OUR_CRDS {
+            match crds.get_opt(name).await {
+                Ok(crd) if established(crd.as_ref()) => {}
+                Ok(Some(_)) => waiting.push(format!("{name} is not Established yet")),
+                Ok(None) => waiting.push(format!("{name} is not installed")),
+                Err(err) => waiting.push(format!("{name} could not be read: {err}")),
             }
         }
-        () = shutdown_signal() => info!("shutting down"),
+        if waiting.is_empty() {
+            info!("Switchyard's CRDs are Established");
+            return;
+        }
+        let hint = if waiting.iter().any(|w| w.ends_with("is not installed")) {
+            " (install them first: `switchyard crds | kubectl apply -f -`, or the chart's crds/)"
+        } else {
+            ""
+        };
+        warn!(
+            "waiting for Switchyard's CRDs: {}{hint}; looking again in {delay:?}",
+            waiting.join("; ")
+        );
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(MAX_CRD_POLL);
     }
-    Ok(())
+}
+
+fn established(crd: Option<&CustomResourceDefinition>) -> bool {
+    kube::runtime::wait::conditions::is_crd_established().matches_object(crd)
+}
+
+/// Whether the Gateway API's HTTPRoute is served. When it is not, routes are not
+/// watched, and plans must route through a ConfigMap.
+async fn gateway_api_installed(client: &Client) -> bool {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    match crds.get_opt(HTTPROUTE_CRD).await {
+        Ok(crd) if established(crd.as_ref()) => true,
+        Ok(_) => {
+            info!(
+                "the Gateway API is not installed ({HTTPROUTE_CRD} is not Established): HTTPRoutes are not watched; plans can route through a ConfigMap. Restart Switchyard after installing the Gateway API"
+            );
+            false
+        }
+        Err(err) => {
+            warn!(error = %err, "could not tell whether the Gateway API is installed; assuming it is");
+            true
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -185,6 +489,18 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunOptions,
+    }
+
+    fn parse(args: &[&str]) -> Result<RunOptions, clap::Error> {
+        Cli::try_parse_from(std::iter::once("switchyard").chain(args.iter().copied()))
+            .map(|cli| cli.run)
+    }
 
     #[test]
     fn secret_refs_need_three_parts() {
@@ -198,5 +514,61 @@ mod tests {
                 .contains("NAMESPACE/NAME/KEY")
         );
         assert!(parse_secret_ref("ops//token").is_err());
+    }
+
+    #[test]
+    fn namespaces_are_a_comma_separated_list_and_namespace_is_an_alias() {
+        let options = parse(&["--namespaces", "crm, billing,crm,"]).unwrap();
+        assert_eq!(options.watched_namespaces(), ["crm", "billing"]);
+        let options = parse(&["--namespaces", "crm", "--namespaces", "sales"]).unwrap();
+        assert_eq!(options.watched_namespaces(), ["crm", "sales"]);
+        let options = parse(&["--namespace", "crm"]).unwrap();
+        assert_eq!(options.watched_namespaces(), ["crm"]);
+    }
+
+    #[test]
+    fn leader_election_takes_a_value_and_lease_durations_are_checked() {
+        let options = parse(&["--leader-election", "false", "--lease-duration", "4s"]).unwrap();
+        assert!(!options.leader_election);
+        assert_eq!(options.lease_duration, Duration::from_secs(4));
+        let options = parse(&["--leader-election", "true"]).unwrap();
+        assert!(options.leader_election);
+        assert!(parse(&["--lease-duration", "1s"]).is_err());
+        assert!(parse(&["--log-format", "yaml"]).is_err());
+        assert_eq!(
+            parse(&["--log-format", "json"]).unwrap().log_format,
+            LogFormat::Json
+        );
+    }
+
+    #[test]
+    fn the_lease_namespace_falls_back_to_the_pod_then_the_service_account_then_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("namespace");
+        assert_eq!(lease_namespace(None, None, &file), "default");
+        std::fs::write(&file, "ops\n").unwrap();
+        assert_eq!(lease_namespace(None, None, &file), "ops");
+        assert_eq!(lease_namespace(None, Some("pods-ns"), &file), "pods-ns");
+        assert_eq!(
+            lease_namespace(Some("flag-ns"), Some("pods-ns"), &file),
+            "flag-ns"
+        );
+        assert_eq!(lease_namespace(Some(" "), Some(""), &file), "ops");
+    }
+
+    #[test]
+    fn the_identity_defaults_to_hostname_and_pid() {
+        let options = parse(&["--identity", "switchyard-7d9f-abc"]).unwrap();
+        assert_eq!(options.identity(), "switchyard-7d9f-abc");
+        let options = RunOptions {
+            identity: None,
+            ..options
+        };
+        let identity = options.identity();
+        assert!(
+            identity.ends_with(&format!("-{}", std::process::id())),
+            "{identity}"
+        );
+        assert!(identity.len() > format!("-{}", std::process::id()).len());
     }
 }

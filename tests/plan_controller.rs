@@ -89,8 +89,20 @@ async fn with_one_slot_waves_start_strictly_in_order() {
     .await;
     assert_eq!(pending.status.unwrap().step_index, None);
     let plans: Api<CutoverPlan> = Api::namespaced(client.clone(), &ns);
-    let early = plans.get("crm").await.unwrap().status.unwrap_or_default();
-    let b = early.waves.iter().find(|w| w.name == "b").unwrap();
+    // The plan records its waves once its cache of them has synced, which may be just
+    // after b's own first status.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let b = loop {
+        let early = plans.get("crm").await.unwrap().status.unwrap_or_default();
+        if let Some(b) = early.waves.into_iter().find(|w| w.name == "b") {
+            break b;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the plan never listed wave b"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(
         matches!(b.held_by.as_deref(), Some("Order" | "Concurrency")),
         "{b:?}"

@@ -6,9 +6,9 @@ mod common;
 use common::access::{bind, install_roles};
 
 use common::waves::*;
-use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::{
-    Api,
+    Api, Client,
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
@@ -98,6 +98,87 @@ async fn the_operator_runs_a_wave_with_nothing_but_its_role() {
         "last error: {:?}",
         controller.stats.last_error()
     );
+}
+
+/// Binds a ClusterRole to the operator's service account across the cluster.
+async fn bind_operator_cluster_wide(admin: &Client, role: &str) {
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": role},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": "switchyard", "namespace": "switchyard-system"}]
+    }))
+    .unwrap();
+    // Tests of this binary share the control plane: the binding may exist already.
+    let _ = Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(&PostParams::default(), &binding)
+        .await;
+}
+
+#[tokio::test]
+async fn the_binary_runs_with_nothing_but_its_roles() {
+    use common::operator::{Operator, eventually};
+    let plane = common::plane();
+    let (admin, ns) = common::admin_in_fresh_namespace("rbac-binary").await;
+    install_roles(&admin).await;
+    bind_operator_cluster_wide(&admin, "switchyard-operator").await;
+    bind_operator_cluster_wide(&admin, "switchyard-operator-crds").await;
+    let lease_binding: RoleBinding = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "switchyard-leader-election"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "switchyard-leader-election"},
+        "subjects": [{"kind": "ServiceAccount", "name": "switchyard", "namespace": "switchyard-system"}]
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &lease_binding)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        plane.kubeconfig_yaml(Some((
+            OPERATOR,
+            &[
+                "system:serviceaccounts",
+                "system:serviceaccounts:switchyard-system",
+            ],
+        ))),
+    )
+    .unwrap();
+    let operator = Operator::start(
+        &kubeconfig,
+        "rbac-replica",
+        &["--namespaces", &ns, "--lease-namespace", &ns],
+    );
+    let replica = &operator;
+    eventually(
+        std::time::Duration::from_secs(30),
+        "ready and leading",
+        || async move {
+            let (status, body) = replica.get("/readyz").await?;
+            if status == 200 && body.contains("leader") {
+                Ok(())
+            } else {
+                Err(format!("{status}: {body}"))
+            }
+        },
+    )
+    .await;
+    create_backends(&admin, &ns).await;
+    create(&admin, &ns, &plan("crm", &["gw"], false)).await;
+    create(
+        &admin,
+        &ns,
+        &wave("gw", "crm", "support", "emea", json!([{"setWeight": 100}])),
+    )
+    .await;
+    wait_phase(&admin, &ns, "gw", WavePhase::Completed, None).await;
+    let log = operator.log();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("forbidden") || line.contains(" 403"))
+        .collect();
+    assert!(refused.is_empty(), "{refused:#?}");
 }
 
 #[tokio::test]

@@ -23,6 +23,7 @@ use tokio::sync::{OnceCell, Semaphore};
 
 use crate::api::{AnalysisSpec, FailureAction, Metric, MetricStatus};
 use crate::engine::{MetricObservation, MetricOutcome, MetricPolicy, whole_seconds};
+use crate::metrics::{Metrics, QueryOutcome};
 pub use prometheus::{Prometheus, PrometheusSettings, PrometheusSetupError, QueryResult};
 
 /// The interval when neither the wave nor the plan sets one.
@@ -124,6 +125,7 @@ pub struct Analyzer {
     limit: Semaphore,
     /// Counters, for tests and metrics.
     pub stats: AnalysisStats,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// What analysis observed for one wave.
@@ -144,7 +146,14 @@ impl Analyzer {
             cache: Mutex::default(),
             limit: Semaphore::new(max_concurrent.max(1)),
             stats: AnalysisStats::default(),
+            metrics: None,
         }
+    }
+
+    /// Also records each query's duration and outcome in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Evaluates the due metrics of a wave whose rendered queries are `queries` (one
@@ -231,12 +240,27 @@ impl Analyzer {
                     .await
                     .expect("the semaphore is never closed");
                 self.stats.queries_sent.fetch_add(1, Ordering::Relaxed);
-                let result = match &self.prometheus {
-                    Some(prometheus) => prometheus.query(query).await,
-                    None => QueryResult::Error(
-                        "no Prometheus URL is configured (--prometheus-url)".into(),
+                let (result, took) = match &self.prometheus {
+                    Some(prometheus) => {
+                        let started = std::time::Instant::now();
+                        let result = prometheus.query(query).await;
+                        (result, Some(started.elapsed()))
+                    }
+                    None => (
+                        QueryResult::Error(
+                            "no Prometheus URL is configured (--prometheus-url)".into(),
+                        ),
+                        None,
                     ),
                 };
+                if let Some(metrics) = &self.metrics {
+                    let outcome = match result {
+                        QueryResult::Value(_) => QueryOutcome::Success,
+                        QueryResult::NoData(_) => QueryOutcome::NoData,
+                        QueryResult::Error(_) => QueryOutcome::Error,
+                    };
+                    metrics.analysis_query(outcome, took);
+                }
                 (result, Timestamp::now())
             })
             .await
@@ -309,6 +333,37 @@ mod tests {
         assert_eq!(e.interval, DEFAULT_INTERVAL);
         assert_eq!(e.metrics[0].policy, MetricPolicy::default());
         assert!(effective(None, None).unwrap().metrics.is_empty());
+    }
+
+    #[tokio::test]
+    async fn each_query_sent_counts_its_outcome() {
+        let metrics = Arc::new(Metrics::new());
+        let analyzer = Analyzer::new(None, 4).with_metrics(metrics.clone());
+        let analysis = effective(
+            None,
+            Some(&AnalysisSpec {
+                metrics: vec![metric("e", 1.0)],
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+        let queries = vec!["up".to_owned()];
+        let now = Timestamp::now();
+        analyzer.observe(&analysis, &queries, &[], now).await;
+        // Shared within the interval: not sent again, not counted again.
+        analyzer.observe(&analysis, &queries, &[], now).await;
+        let text = metrics.encode();
+        assert!(
+            text.lines()
+                .any(|l| l == r#"switchyard_analysis_queries_total{outcome="error"} 1"#),
+            "{text}"
+        );
+        // Nothing was sent to a Prometheus, so no duration was observed.
+        assert!(
+            text.lines()
+                .any(|l| l == "switchyard_analysis_query_duration_seconds_count 0"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -5,18 +5,30 @@
 //! requeues at the engine's next deadline. Only `observe`, `apply` and `record` talk to
 //! the API server.
 
+mod caches;
+mod errors;
 pub mod plan;
 pub mod wave;
+
+pub use caches::Readiness;
+use caches::{Cache, cache};
+pub use errors::{ErrorCategory, NotLeader};
 
 use std::sync::{
     Arc,
     atomic::{AtomicU64, Ordering},
 };
 
-use kube::{Client, runtime::events::Reporter};
+use futures::future::{BoxFuture, FutureExt, Shared};
+use kube::{
+    Client,
+    runtime::{events::Reporter, watcher},
+};
 
 use crate::alerts::AlertStore;
 use crate::analysis::Analyzer;
+use crate::leader::Leadership;
+use crate::metrics::Metrics;
 
 /// Counters a caller can read while the controller runs (tests, metrics).
 #[derive(Debug, Default)]
@@ -64,8 +76,12 @@ impl Stats {
 /// How the controllers run.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Watch one namespace, or all when None.
-    pub namespace: Option<String>,
+    /// Watch these namespaces, or all namespaces when empty. Each namespace gets its own
+    /// pair of controllers with namespaced watches, so that the operator needs no
+    /// cluster-wide read access to its objects.
+    pub namespaces: Vec<String>,
+    /// Whether the Gateway API's HTTPRoute is served: only then are routes watched.
+    pub gateway_api: bool,
     /// The name Events are reported under.
     pub reporter: String,
     /// Identifies this replica in Events.
@@ -75,15 +91,67 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            namespace: None,
+            namespaces: Vec::new(),
+            gateway_api: true,
             reporter: "switchyard".into(),
             instance: None,
         }
     }
 }
 
+impl Settings {
+    /// The scopes to run controllers in: each namespace, or the whole cluster (None).
+    fn scopes(&self) -> Vec<Option<String>> {
+        if self.namespaces.is_empty() {
+            vec![None]
+        } else {
+            self.namespaces.iter().cloned().map(Some).collect()
+        }
+    }
+}
+
+/// Logs what a controller's run stream yields. Failed reconciles were logged by the
+/// error policy already; a failing watch is logged here, because without it the
+/// controller is blind (a missing CRD, RBAC that forbids a list).
+fn log_outcome<K, E: std::error::Error>(
+    controller: &'static str,
+    outcome: Result<
+        (
+            kube::runtime::reflector::ObjectRef<K>,
+            kube::runtime::controller::Action,
+        ),
+        kube::runtime::controller::Error<E, watcher::Error>,
+    >,
+) where
+    K: kube::Resource,
+{
+    use kube::runtime::controller::Error;
+    match outcome {
+        Ok((object, _)) => tracing::debug!(controller, object = %object.name, "reconciled"),
+        Err(Error::ReconcilerFailed(..) | Error::ObjectNotFound(_)) => {}
+        Err(Error::QueueError(err)) => {
+            tracing::warn!(controller, error = %err, "a watch failed; retrying with backoff")
+        }
+        Err(err @ Error::RunnerError(_)) => {
+            tracing::error!(controller, error = %err, "the controller failed")
+        }
+    }
+}
+
+/// Resolves when the operator is asked to stop. Cheap to clone.
+pub type Shutdown = Shared<BoxFuture<'static, ()>>;
+
+/// A [`Shutdown`] made of any future.
+pub fn shutdown_on(signal: impl std::future::Future<Output = ()> + Send + 'static) -> Shutdown {
+    signal.boxed().shared()
+}
+
+/// The caches each scope (namespace, or the cluster) runs: the wave controller's waves,
+/// the plan controller's plans, and the plan controller's own reflector of waves.
+const CACHES_PER_SCOPE: usize = 3;
+
 /// The long-lived parts the controllers share with the rest of the operator (the HTTP
-/// server's receiver, the metrics).
+/// server's receiver, the metrics, the leader election).
 #[derive(Clone)]
 pub struct Services {
     /// Controller counters.
@@ -92,15 +160,26 @@ pub struct Services {
     pub analyzer: Arc<Analyzer>,
     /// The alerts Alertmanager reports firing.
     pub alerts: Arc<AlertStore>,
+    /// The Prometheus metrics served at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Whether this replica may write.
+    pub leadership: Leadership,
+    /// Whether the controllers' caches have synced.
+    pub readiness: Arc<Readiness>,
 }
 
 impl Default for Services {
-    /// No Prometheus (every metric is an Error, which pauses), no alerts yet.
+    /// No Prometheus (every metric is an Error, which pauses), no alerts yet, no leader
+    /// election (the replica always acts).
     fn default() -> Self {
+        let metrics = Arc::new(Metrics::new());
         Self {
             stats: Arc::default(),
-            analyzer: Arc::new(Analyzer::new(None, 8)),
+            analyzer: Arc::new(Analyzer::new(None, 8).with_metrics(metrics.clone())),
             alerts: Arc::default(),
+            metrics,
+            leadership: Leadership::default(),
+            readiness: Arc::default(),
         }
     }
 }
@@ -116,6 +195,20 @@ pub struct Context {
 }
 
 impl Context {
+    /// Whether this replica may write now.
+    pub fn is_leader(&self) -> bool {
+        self.services.leadership.is_leader()
+    }
+
+    /// Checked right before every write: a replica that lost the Lease stops there.
+    pub fn ensure_leader(&self) -> Result<(), NotLeader> {
+        if self.is_leader() {
+            Ok(())
+        } else {
+            Err(NotLeader)
+        }
+    }
+
     /// Writes `status` to `object`'s status subresource by server-side apply, under the
     /// one field manager. Callers write only when the status changed.
     pub async fn apply_status<K>(
@@ -148,7 +241,8 @@ impl Context {
     }
 
     /// Publishes one Event per engine event about `reference`. An Event is a
-    /// notification: losing one is logged and does not fail the reconcile.
+    /// notification: losing one is logged and does not fail the reconcile. A replica
+    /// that is no longer the leader publishes nothing.
     pub async fn publish(
         &self,
         reference: &k8s_openapi::api::core::v1::ObjectReference,
@@ -156,6 +250,10 @@ impl Context {
     ) {
         use kube::runtime::events::{Event, EventType};
         for event in events {
+            if !self.is_leader() {
+                tracing::debug!(object = ?reference.name, "not the leader: Events left to the leader");
+                return;
+            }
             let published = self
                 .recorder
                 .publish(
@@ -194,8 +292,58 @@ impl Context {
 
 /// Runs the CutoverPlan and MigrationWave controllers until the future is dropped.
 pub async fn run(client: Client, settings: Settings, services: Services) {
-    tokio::join!(
-        plan::run(client.clone(), settings.clone(), services.clone()),
-        wave::run(client, settings, services),
-    );
+    run_until(
+        client,
+        settings,
+        services,
+        shutdown_on(std::future::pending()),
+    )
+    .await;
+}
+
+/// Runs the CutoverPlan and MigrationWave controllers in every scope of `settings` until
+/// `shutdown` resolves; then starts no new reconcile, lets the running ones finish, and
+/// returns.
+pub async fn run_until(client: Client, settings: Settings, services: Services, shutdown: Shutdown) {
+    let scopes = settings.scopes();
+    services.readiness.expect(scopes.len() * CACHES_PER_SCOPE);
+    let runs = scopes.into_iter().map(|scope| {
+        let (client, settings, services, shutdown) = (
+            client.clone(),
+            settings.clone(),
+            services.clone(),
+            shutdown.clone(),
+        );
+        async move {
+            tokio::join!(
+                plan::run(
+                    client.clone(),
+                    scope.clone(),
+                    settings.clone(),
+                    services.clone(),
+                    shutdown.clone()
+                ),
+                wave::run(client, scope, settings, services, shutdown),
+            );
+        }
+    });
+    futures::future::join_all(runs).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_are_the_namespaces_or_the_cluster() {
+        assert_eq!(Settings::default().scopes(), vec![None]);
+        let settings = Settings {
+            namespaces: vec!["a".into(), "b".into()],
+            ..Settings::default()
+        };
+        assert_eq!(
+            settings.scopes(),
+            vec![Some("a".to_owned()), Some("b".to_owned())]
+        );
+    }
 }

@@ -15,13 +15,12 @@ use kube::{
         Controller, WatchStreamExt,
         controller::Action,
         finalizer::{self, Event as Finalize},
-        reflector::{self, ObjectRef, Store},
-        watcher,
+        reflector::ObjectRef,
     },
 };
 use tracing::{debug, info, warn};
 
-use super::{Context, Services, Settings, Stats};
+use super::{Cache, Context, ErrorCategory, NotLeader, Services, Settings, Shutdown, Stats};
 use crate::analysis::{self, EffectiveAnalysis, EffectiveMetric};
 use crate::api::{CutoverPlan, CutoverPlanStatus, Metric, MetricStatus, MigrationWave};
 use crate::engine::{
@@ -47,53 +46,80 @@ pub enum Error {
     /// The object has no namespace.
     #[error("the CutoverPlan has no namespace")]
     NoNamespace,
+    /// Leadership was lost during the reconcile; it stopped before its next write.
+    #[error(transparent)]
+    NotLeader(#[from] NotLeader),
 }
 
 impl Error {
-    /// A bounded category, for metrics labels.
-    pub fn category(&self) -> &'static str {
+    /// A bounded category, for metrics labels and logs.
+    pub fn category(&self) -> ErrorCategory {
         match self {
-            Error::Status(_) => "status",
-            Error::Finalizer(_) => "finalizer",
-            Error::RollbackPending(_) => "rollback-pending",
-            Error::NoNamespace => "invalid",
+            Error::Status(err) => ErrorCategory::of_api(err),
+            Error::Finalizer(err) => ErrorCategory::of_finalizer(err, Error::category),
+            Error::RollbackPending(_) => ErrorCategory::Waiting,
+            Error::NoNamespace => ErrorCategory::InvalidSpec,
+            Error::NotLeader(_) => ErrorCategory::NotLeader,
         }
     }
 }
 
+/// The controller label of this controller's metrics.
+const CONTROLLER: &str = "plan";
+
 struct PlanContext {
     inner: Context,
-    waves: Store<MigrationWave>,
+    waves: Cache<MigrationWave>,
 }
 
-/// Runs the CutoverPlan controller until the future is dropped.
-pub async fn run(client: Client, settings: Settings, services: Services) {
-    let plans: Api<CutoverPlan> = super::wave::scoped(&client, &settings);
-    let waves_api: Api<MigrationWave> = super::wave::scoped(&client, &settings);
-    let (waves, writer) = reflector::store();
-    let wave_changes = reflector::reflector(writer, watcher(waves_api, watcher::Config::default()))
-        .default_backoff()
-        .touched_objects();
+/// Runs the CutoverPlan controller in `scope` (a namespace, or all of them) until
+/// `shutdown` resolves and the running reconciles have finished.
+pub async fn run(
+    client: Client,
+    scope: Option<String>,
+    settings: Settings,
+    services: Services,
+    shutdown: Shutdown,
+) {
+    let plans: Api<CutoverPlan> = super::wave::scoped(&client, scope.as_deref());
+    let waves_api: Api<MigrationWave> = super::wave::scoped(&client, scope.as_deref());
+    let (waves, wave_events) = super::cache(waves_api, services.readiness.clone());
+    let wave_changes = wave_events.default_backoff().touched_objects();
+    let (plan_cache, plan_events) = super::cache(plans, services.readiness.clone());
+    let gained = services.leadership.gained();
+    let waves_synced = waves.first_synced();
     let context = Arc::new(PlanContext {
         inner: Context::new(client, &settings, services),
         waves,
     });
-    Controller::new(plans, watcher::Config::default())
+    Controller::for_stream(plan_events.applied_objects(), plan_cache.store())
         .watches_stream(wave_changes, |wave: MigrationWave| {
             // A wave's change concerns the plan it names.
             let namespace = wave.namespace()?;
             Some(ObjectRef::new(&wave.spec.plan).within(&namespace))
         })
+        // A replica that becomes the leader reconciles every plan: as a standby it left
+        // them all to the leader.
+        .reconcile_all_on(gained)
+        .reconcile_all_on(waves_synced)
+        .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(err) = result {
-                debug!(error = %err, "plan reconcile failed");
-            }
-        })
+        .for_each(|outcome| async move { super::log_outcome(CONTROLLER, outcome) })
         .await;
 }
 
 async fn reconcile(plan: Arc<CutoverPlan>, ctx: Arc<PlanContext>) -> Result<Action, Error> {
+    if !ctx.inner.is_leader() {
+        // A standby keeps its caches warm and leaves the plan to the leader.
+        return Ok(Action::await_change());
+    }
+    if !ctx.waves.is_synced() {
+        // The plan's decisions count its waves (order, concurrency); before the first
+        // list of waves is in, it would count none and could admit too many. Every
+        // plan is reconciled again once that list is in.
+        return Ok(Action::await_change());
+    }
+    let _timer = ctx.inner.services.metrics.time_reconcile(CONTROLLER);
     Stats::bump(&ctx.inner.services.stats.reconciles);
     let namespace = plan.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<CutoverPlan> = Api::namespaced(ctx.inner.client.clone(), &namespace);
@@ -111,6 +137,17 @@ async fn reconcile(plan: Arc<CutoverPlan>, ctx: Arc<PlanContext>) -> Result<Acti
 }
 
 fn error_policy(plan: Arc<CutoverPlan>, error: &Error, ctx: Arc<PlanContext>) -> Action {
+    let category = error.category();
+    if category == ErrorCategory::NotLeader {
+        debug!(plan = %plan.name_any(), error = %error, "stopped: no longer the leader");
+        return Action::await_change();
+    }
+    if category.is_failure() {
+        ctx.inner
+            .services
+            .metrics
+            .reconcile_error(CONTROLLER, category.as_str());
+    }
     if let Error::RollbackPending(n) = error {
         debug!(plan = %plan.name_any(), waves = n, "deletion waits for rollbacks");
         return Action::requeue(Duration::from_millis(500));
@@ -120,7 +157,7 @@ fn error_policy(plan: Arc<CutoverPlan>, error: &Error, ctx: Arc<PlanContext>) ->
         return Action::requeue(Duration::from_millis(200));
     }
     ctx.inner.services.stats.error(error);
-    warn!(plan = %plan.name_any(), category = error.category(), error = %error, "plan reconcile failed");
+    warn!(plan = %plan.name_any(), category = %category, error = %error, "plan reconcile failed");
     Action::requeue(Duration::from_secs(3))
 }
 
@@ -256,6 +293,7 @@ async fn record(
     ctx: &Context,
 ) -> Result<(), Error> {
     if &decision.status != before {
+        ctx.ensure_leader()?;
         ctx.apply_status(plan, &decision.status)
             .await
             .map_err(|err| Error::Status(Box::new(err)))?;

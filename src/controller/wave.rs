@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::Action,
         finalizer::{self, Event as Finalize},
         reflector::ObjectRef,
@@ -17,10 +17,11 @@ use kube::{
 };
 use tracing::{debug, info, warn};
 
-use super::{Context, Services, Settings, Stats};
+use super::{Context, ErrorCategory, NotLeader, Services, Settings, Shutdown, Stats};
 use crate::analysis;
 use crate::api::{CutoverPlan, MigrationWave, MigrationWaveStatus, WavePhase};
 use crate::engine::{self, Decision, Observations, Problem, RoutingIntent};
+use crate::metrics::RollbackCause;
 use crate::routing::{
     ConfigMapRouter, GatewayRouter, HTTPRoute, MANAGED_BY, MANAGED_BY_LABEL, Router, RouterConfig,
     RoutingError, WaveRoute, Written,
@@ -55,6 +56,9 @@ pub enum Error {
     /// The object has no namespace (it is namespaced, so this is an API server bug).
     #[error("the MigrationWave has no namespace")]
     NoNamespace,
+    /// Leadership was lost during the reconcile; it stopped before its next write.
+    #[error(transparent)]
+    NotLeader(#[from] NotLeader),
 }
 
 /// Whether a finalizer change was refused because the object changed meanwhile (the
@@ -75,28 +79,55 @@ impl Error {
         matches!(self, Error::Finalizer(err) if is_finalizer_conflict(err))
     }
 
-    /// A bounded category, for metrics labels and Event reasons.
-    pub fn category(&self) -> &'static str {
+    /// A bounded category, for metrics labels and logs.
+    pub fn category(&self) -> ErrorCategory {
         match self {
-            Error::Observe { .. } => "observe",
-            Error::Routing(_) => "routing",
-            Error::Status(_) => "status",
-            Error::Finalizer(_) => "finalizer",
-            Error::NoNamespace => "invalid",
+            Error::Observe { source, .. } => ErrorCategory::of_api(source),
+            Error::Routing(err) => routing_category(err),
+            Error::Status(err) => ErrorCategory::of_api(err),
+            Error::Finalizer(err) => ErrorCategory::of_finalizer(err, Error::category),
+            Error::NoNamespace => ErrorCategory::InvalidSpec,
+            Error::NotLeader(_) => ErrorCategory::NotLeader,
         }
     }
 }
 
-/// Runs the MigrationWave controller until the future is dropped.
-pub async fn run(client: Client, settings: Settings, services: Services) {
-    let waves: Api<MigrationWave> = scoped(&client, &settings);
-    let plans: Api<CutoverPlan> = scoped(&client, &settings);
-    let routes: Api<HTTPRoute> = scoped(&client, &settings);
+fn routing_category(error: &RoutingError) -> ErrorCategory {
+    match error {
+        RoutingError::Api { source, .. } => match ErrorCategory::of_api(source) {
+            ErrorCategory::Conflict => ErrorCategory::Conflict,
+            _ => ErrorCategory::Routing,
+        },
+        RoutingError::NotOwned { .. } | RoutingError::Table { .. } => ErrorCategory::Routing,
+        RoutingError::MissingBackend(_)
+        | RoutingError::RouterMismatch { .. }
+        | RoutingError::LegacyAccessClash { .. } => ErrorCategory::InvalidSpec,
+    }
+}
+
+/// The controller label of this controller's metrics.
+const CONTROLLER: &str = "wave";
+
+/// Runs the MigrationWave controller in `scope` (a namespace, or all of them) until
+/// `shutdown` resolves and the running reconciles have finished.
+pub async fn run(
+    client: Client,
+    scope: Option<String>,
+    settings: Settings,
+    services: Services,
+    shutdown: Shutdown,
+) {
+    let waves: Api<MigrationWave> = scoped(&client, scope.as_deref());
+    let plans: Api<CutoverPlan> = scoped(&client, scope.as_deref());
+    let routes: Api<HTTPRoute> = scoped(&client, scope.as_deref());
     let alerts = services.alerts.subscribe();
+    let gained = services.leadership.gained();
+    let readiness = services.readiness.clone();
     let context = Arc::new(Context::new(client, &settings, services));
 
-    let controller = Controller::new(waves, watcher::Config::default());
-    let store = controller.store();
+    let (cache, events) = super::cache(waves, readiness);
+    let store = cache.store();
+    let controller = Controller::for_stream(events.applied_objects(), store.clone());
     let alert_store = store.clone();
     // A firing alert wakes the waves it matches at once, not at their next requeue.
     let woken_by_alerts = futures::stream::unfold(alerts, |mut alerts| async move {
@@ -123,12 +154,19 @@ pub async fn run(client: Client, settings: Settings, services: Services) {
             .collect();
         futures::stream::iter(waves)
     });
-    controller
+    let mut controller = controller
         .reconcile_on(woken_by_alerts)
-        .owns(
+        // A replica that becomes the leader reconciles every wave: as a standby it
+        // left them all to the leader.
+        .reconcile_all_on(gained)
+        .graceful_shutdown_on(shutdown);
+    if settings.gateway_api {
+        controller = controller.owns(
             routes,
             watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
-        )
+        );
+    }
+    controller
         .watches(plans, watcher::Config::default(), move |plan| {
             // A plan change (its routing, backends, cohort keys) concerns its waves.
             let namespace = plan.namespace();
@@ -140,27 +178,28 @@ pub async fn run(client: Client, settings: Settings, services: Services) {
                 .map(|wave| ObjectRef::from_obj(&*wave))
         })
         .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            match result {
-                Ok((wave, _)) => debug!(wave = %wave, "reconciled"),
-                Err(err) => debug!(error = %err, "reconcile failed"),
-            }
-        })
+        .for_each(|outcome| async move { super::log_outcome(CONTROLLER, outcome) })
         .await;
 }
 
-pub(super) fn scoped<K>(client: &Client, settings: &Settings) -> Api<K>
+pub(super) fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = kube::core::NamespaceResourceScope>,
     K::DynamicType: Default,
 {
-    match &settings.namespace {
+    match namespace {
         Some(namespace) => Api::namespaced(client.clone(), namespace),
         None => Api::all(client.clone()),
     }
 }
 
 async fn reconcile(wave: Arc<MigrationWave>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.is_leader() {
+        // A standby keeps its cache warm and leaves the wave to the leader; when it
+        // becomes the leader, it reconciles every wave again.
+        return Ok(Action::await_change());
+    }
+    let _timer = ctx.services.metrics.time_reconcile(CONTROLLER);
     Stats::bump(&ctx.services.stats.reconciles);
     let namespace = wave.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<MigrationWave> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -175,6 +214,16 @@ async fn reconcile(wave: Arc<MigrationWave>, ctx: Arc<Context>) -> Result<Action
 }
 
 fn error_policy(wave: Arc<MigrationWave>, error: &Error, ctx: Arc<Context>) -> Action {
+    let category = error.category();
+    if !category.is_failure() {
+        // Leadership was lost: the new leader carries on, and should this replica lead
+        // again, it reconciles every wave then.
+        debug!(wave = %wave.name_any(), error = %error, "stopped: no longer the leader");
+        return Action::await_change();
+    }
+    ctx.services
+        .metrics
+        .reconcile_error(CONTROLLER, category.as_str());
     if error.is_stale_cache_conflict() {
         // The reconcile ran on a cached copy older than our own last write; the next
         // one sees the write.
@@ -182,7 +231,7 @@ fn error_policy(wave: Arc<MigrationWave>, error: &Error, ctx: Arc<Context>) -> A
         return Action::requeue(Duration::from_millis(200));
     }
     ctx.services.stats.error(error);
-    warn!(wave = %wave.name_any(), category = error.category(), error = %error, "reconcile failed");
+    warn!(wave = %wave.name_any(), category = %category, error = %error, "reconcile failed");
     // Spread retries so that many waves failing together do not retry in lockstep.
     let jitter = u64::from(wave.name_any().bytes().fold(0u8, |a, b| a.wrapping_add(b))) % 2000;
     Action::requeue(Duration::from_millis(3000 + jitter))
@@ -203,7 +252,7 @@ async fn apply(wave: &MigrationWave, ctx: &Context) -> Result<Action, Error> {
             recorded.phase = WavePhase::RollingBack;
             record(wave, &status, &recorded, &decision, ctx).await?;
         }
-        return Err(Error::Routing(err));
+        return Err(err);
     }
     record(wave, &status, &recorded, &decision, ctx).await?;
     Ok(next_action(&decision, &observations, now))
@@ -407,8 +456,26 @@ async fn apply_routing(
     route: Option<&WaveRoute>,
     wave: &MigrationWave,
     ctx: &Context,
-) -> Result<(), RoutingError> {
-    let written = match (decision.routing, route) {
+) -> Result<(), Error> {
+    if decision.routing != RoutingIntent::Leave {
+        ctx.ensure_leader()?;
+    }
+    let written = route_as_decided(decision, route, wave, ctx)
+        .await
+        .map_err(Error::Routing)?;
+    if written == Written::Changed {
+        Stats::bump(&ctx.services.stats.routing_writes);
+    }
+    Ok(())
+}
+
+async fn route_as_decided(
+    decision: &Decision,
+    route: Option<&WaveRoute>,
+    wave: &MigrationWave,
+    ctx: &Context,
+) -> Result<Written, RoutingError> {
+    Ok(match (decision.routing, route) {
         (RoutingIntent::Leave, _) => Written::Unchanged,
         (RoutingIntent::Route(state), Some(route)) => match route.router {
             RouterConfig::GatewayApi { .. } => {
@@ -437,11 +504,7 @@ async fn apply_routing(
             }
         },
         (RoutingIntent::Remove, None) => remove_everywhere(wave, &ctx.client).await?,
-    };
-    if written == Written::Changed {
-        Stats::bump(&ctx.services.stats.routing_writes);
-    }
-    Ok(())
+    })
 }
 
 /// Removes the wave's routing from every router; needs no plan.
@@ -463,7 +526,7 @@ async fn remove_everywhere(wave: &MigrationWave, client: &Client) -> Result<Writ
     )
 }
 
-/// Writes status if it changed, and one Event per transition.
+/// Writes status if it changed, one Event per transition, and the wave's metrics.
 async fn record(
     wave: &MigrationWave,
     before: &MigrationWaveStatus,
@@ -472,6 +535,7 @@ async fn record(
     ctx: &Context,
 ) -> Result<(), Error> {
     if after != before {
+        ctx.ensure_leader()?;
         ctx.apply_status(wave, after)
             .await
             .map_err(|err| Error::Status(Box::new(err)))?;
@@ -480,17 +544,55 @@ async fn record(
         }
     }
     ctx.publish(&wave.object_ref(&()), &decision.events).await;
+    report(wave, before, after, ctx);
     Ok(())
+}
+
+/// Updates the wave's series, and counts a rollback this reconcile recorded.
+fn report(
+    wave: &MigrationWave,
+    before: &MigrationWaveStatus,
+    after: &MigrationWaveStatus,
+    ctx: &Context,
+) {
+    if !ctx.is_leader() {
+        // Only the leader reports waves; a replica that just stepped down has dropped
+        // its wave series.
+        return;
+    }
+    let metrics = &ctx.services.metrics;
+    let namespace = wave.namespace().unwrap_or_default();
+    let name = wave.name_any();
+    metrics.observe_wave(
+        &namespace,
+        &name,
+        after.phase,
+        after.target_weight.unwrap_or(0),
+    );
+    let rolled_back = |phase| matches!(phase, WavePhase::RolledBack | WavePhase::RollingBack);
+    if rolled_back(after.phase) && !rolled_back(before.phase) {
+        let reason = crate::engine::conditions::get(
+            &after.conditions,
+            crate::engine::conditions::ROLLED_BACK,
+        )
+        .map(|c| c.reason.as_str())
+        .unwrap_or_default();
+        metrics.rollback(&namespace, &name, RollbackCause::from_reason(reason));
+    }
 }
 
 /// The wave is being deleted: remove its routing, then let the deletion finish.
 async fn cleanup(wave: &MigrationWave, ctx: &Context) -> Result<Action, Error> {
+    ctx.ensure_leader()?;
     let written = remove_everywhere(wave, &ctx.client)
         .await
         .map_err(Error::Routing)?;
     if written == Written::Changed {
         Stats::bump(&ctx.services.stats.routing_writes);
     }
+    ctx.services
+        .metrics
+        .forget_wave(&wave.namespace().unwrap_or_default(), &wave.name_any());
     info!(wave = %wave.name_any(), "routing removed before deletion");
     Ok(Action::await_change())
 }

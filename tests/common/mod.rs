@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod access;
+pub mod operator;
 pub mod waves;
 
 use kube::{

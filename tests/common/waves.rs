@@ -41,7 +41,7 @@ impl RunningController {
     /// Starts a controller with its analyzer and alert store.
     pub fn start_with_services(client: &Client, namespace: &str, services: Services) -> Self {
         let settings = Settings {
-            namespace: Some(namespace.to_owned()),
+            namespaces: vec![namespace.to_owned()],
             ..Settings::default()
         };
         let stats = services.stats.clone();

@@ -1,0 +1,106 @@
+//! The controllers' caches, and whether they hold the cluster's state yet.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
+use futures::{Stream, StreamExt};
+use kube::{
+    Api,
+    runtime::{
+        reflector::{self, Store},
+        watcher,
+    },
+};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+/// Whether the controllers' caches hold the cluster's state: true once every cache has
+/// finished its first list.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    expected: AtomicUsize,
+    synced: AtomicUsize,
+}
+
+impl Readiness {
+    /// True once every cache of the running controllers has synced.
+    pub fn is_ready(&self) -> bool {
+        let expected = self.expected.load(Ordering::Acquire);
+        expected > 0 && self.synced.load(Ordering::Acquire) >= expected
+    }
+
+    pub(crate) fn expect(&self, caches: usize) {
+        self.expected.fetch_add(caches, Ordering::AcqRel);
+    }
+
+    pub(crate) fn mark_synced(&self) {
+        self.synced.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// A cache of objects, and whether its first complete list is in.
+#[derive(Clone)]
+pub(crate) struct Cache<K: kube::Resource + 'static>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store: Store<K>,
+    synced: watch::Receiver<bool>,
+}
+
+impl<K: kube::Resource + Clone + 'static> Cache<K>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    /// The cached objects.
+    pub(crate) fn state(&self) -> Vec<Arc<K>> {
+        self.store.state()
+    }
+
+    /// The store itself, for a controller.
+    pub(crate) fn store(&self) -> Store<K> {
+        self.store.clone()
+    }
+
+    /// Whether the cache holds a complete list; before that it may hold none.
+    pub(crate) fn is_synced(&self) -> bool {
+        *self.synced.borrow()
+    }
+
+    /// One item when the cache first holds a complete list.
+    pub(crate) fn first_synced(&self) -> impl Stream<Item = ()> + Send + 'static {
+        let mut synced = self.synced.clone();
+        futures::stream::once(async move { synced.wait_for(|synced| *synced).await.is_ok() })
+            .filter_map(|synced| async move { synced.then_some(()) })
+    }
+}
+
+/// A watch of `api` into a cache: the cache, and the watch events it has applied. The
+/// cache's first complete list marks it synced, and counts it in `readiness`.
+///
+/// Readiness is read from the events rather than from `Store::wait_until_ready`, whose
+/// future wakes only the latest of its waiters, and a controller's runner waits on it.
+pub(crate) fn cache<K>(
+    api: Api<K>,
+    readiness: Arc<Readiness>,
+) -> (
+    Cache<K>,
+    impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+)
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (store, writer) = reflector::store();
+    let (first_list, synced) = watch::channel(false);
+    let events = reflector::reflector(writer, watcher(api, watcher::Config::default())).inspect(
+        move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) && !first_list.send_replace(true) {
+                readiness.mark_synced();
+            }
+        },
+    );
+    (Cache { store, synced }, events)
+}

@@ -1,0 +1,562 @@
+//! The operator's own Prometheus metrics, served at `/metrics` in the OpenMetrics text
+//! format.
+//!
+//! Every label holds a bounded value: a constant (phase, controller, error category,
+//! rollback cause, query outcome, HTTP code) or the namespace and name of a wave that
+//! exists. A wave's series are deleted with the wave, and a replica that stops leading
+//! drops every wave series, so that only the leader reports waves.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::{Family, MetricConstructor},
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+use crate::api::WavePhase;
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every wave phase, in the order of the lifecycle; `switchyard_wave_phase` has one
+/// series per phase for each wave.
+pub const PHASES: [WavePhase; 10] = [
+    WavePhase::Pending,
+    WavePhase::Progressing,
+    WavePhase::AwaitingApproval,
+    WavePhase::Quiet,
+    WavePhase::DualAccess,
+    WavePhase::Paused,
+    WavePhase::RollingBack,
+    WavePhase::RolledBack,
+    WavePhase::Completed,
+    WavePhase::Failed,
+];
+
+/// The name of a phase, as in `status.phase`.
+pub fn phase_name(phase: WavePhase) -> &'static str {
+    match phase {
+        WavePhase::Pending => "Pending",
+        WavePhase::Progressing => "Progressing",
+        WavePhase::AwaitingApproval => "AwaitingApproval",
+        WavePhase::Quiet => "Quiet",
+        WavePhase::DualAccess => "DualAccess",
+        WavePhase::Paused => "Paused",
+        WavePhase::RollingBack => "RollingBack",
+        WavePhase::RolledBack => "RolledBack",
+        WavePhase::Completed => "Completed",
+        WavePhase::Failed => "Failed",
+    }
+}
+
+/// Why a wave was rolled back: the `cause` label of `switchyard_rollbacks_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RollbackCause {
+    /// A metric breached its threshold `failureLimit` times in a row.
+    Metric,
+    /// A metric's query returned no data, and `onNoData` is Rollback.
+    NoData,
+    /// A metric's query failed, and `onError` is Rollback.
+    QueryError,
+    /// A matching Alertmanager alert fired, and `alerts.onFiring` is Rollback.
+    Alert,
+    /// Someone recorded a Rollback action.
+    Manual,
+    /// The plan rolled the wave back (`onWaveFailure: RollbackPlan`, or plan deletion).
+    Plan,
+    /// A reason this version does not know (kept so that the label stays bounded).
+    Other,
+}
+
+impl RollbackCause {
+    /// Every cause, for documentation and tests.
+    pub const ALL: [RollbackCause; 7] = [
+        RollbackCause::Metric,
+        RollbackCause::NoData,
+        RollbackCause::QueryError,
+        RollbackCause::Alert,
+        RollbackCause::Manual,
+        RollbackCause::Plan,
+        RollbackCause::Other,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RollbackCause::Metric => "metric",
+            RollbackCause::NoData => "nodata",
+            RollbackCause::QueryError => "query_error",
+            RollbackCause::Alert => "alert",
+            RollbackCause::Manual => "manual",
+            RollbackCause::Plan => "plan",
+            RollbackCause::Other => "other",
+        }
+    }
+
+    /// The cause recorded as the reason of a wave's `RolledBack` condition.
+    pub fn from_reason(reason: &str) -> Self {
+        use crate::engine::conditions::reason;
+        match reason {
+            reason::METRIC_BREACHED => RollbackCause::Metric,
+            reason::NO_DATA => RollbackCause::NoData,
+            reason::QUERY_ERROR => RollbackCause::QueryError,
+            reason::ALERT_FIRING => RollbackCause::Alert,
+            reason::MANUAL_ROLLBACK => RollbackCause::Manual,
+            reason::PLAN_ROLLBACK => RollbackCause::Plan,
+            _ => RollbackCause::Other,
+        }
+    }
+}
+
+/// How one analysis query ended: the `outcome` label of `switchyard_analysis_queries_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QueryOutcome {
+    /// Prometheus answered with one value.
+    Success,
+    /// Prometheus answered with no data.
+    NoData,
+    /// The query failed, timed out, or its answer could not be used.
+    Error,
+}
+
+impl QueryOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryOutcome::Success => "success",
+            QueryOutcome::NoData => "nodata",
+            QueryOutcome::Error => "error",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WaveLabels {
+    namespace: String,
+    wave: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WavePhaseLabels {
+    namespace: String,
+    wave: String,
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RollbackLabels {
+    namespace: String,
+    wave: String,
+    cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerLabels {
+    controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    controller: &'static str,
+    category: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: u16,
+}
+
+/// Buckets from 5 ms to about 20 s: reconciles and Prometheus queries both live there.
+#[derive(Clone)]
+struct DurationBuckets;
+
+impl MetricConstructor<Histogram> for DurationBuckets {
+    fn new_metric(&self) -> Histogram {
+        duration_histogram()
+    }
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 13))
+}
+
+/// The operator's metrics: one registry, shared by the controllers, the analyzer, the
+/// HTTP server and the leader election.
+pub struct Metrics {
+    registry: Registry,
+    wave_phase: Family<WavePhaseLabels, Gauge>,
+    wave_target_weight: Family<WaveLabels, Gauge>,
+    rollbacks: Family<RollbackLabels, Counter>,
+    reconcile_duration: Family<ControllerLabels, Histogram, DurationBuckets>,
+    reconcile_errors: Family<ErrorLabels, Counter>,
+    analysis_query_duration: Histogram,
+    analysis_queries: Family<OutcomeLabels, Counter>,
+    receiver_requests: Family<CodeLabels, Counter>,
+    leader: Gauge,
+    /// The waves that have series, so that they can all be dropped.
+    waves: Mutex<HashSet<(String, String)>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every Switchyard metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("switchyard");
+        let wave_phase = Family::default();
+        let wave_target_weight = Family::default();
+        let rollbacks = Family::default();
+        let reconcile_duration = Family::new_with_constructor(DurationBuckets);
+        let reconcile_errors = Family::default();
+        let analysis_query_duration = duration_histogram();
+        let analysis_queries = Family::default();
+        let receiver_requests = Family::default();
+        let leader = Gauge::default();
+        registry.register(
+            "wave_phase",
+            "1 for the phase each MigrationWave is in, 0 for the other phases",
+            Family::clone(&wave_phase),
+        );
+        registry.register(
+            "wave_target_weight",
+            "The percentage of the wave's cohort routed to the target",
+            Family::clone(&wave_target_weight),
+        );
+        registry.register(
+            "rollbacks",
+            "Waves rolled back, by cause",
+            Family::clone(&rollbacks),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "How long the leader's reconciles took, by controller",
+            Family::clone(&reconcile_duration),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles, by controller and error category",
+            Family::clone(&reconcile_errors),
+        );
+        registry.register(
+            "analysis_query_duration_seconds",
+            "How long Prometheus took to answer analysis and gate queries",
+            analysis_query_duration.clone(),
+        );
+        registry.register(
+            "analysis_queries",
+            "Analysis and gate queries evaluated, by outcome",
+            Family::clone(&analysis_queries),
+        );
+        registry.register(
+            "receiver_requests",
+            "Requests to the Alertmanager receiver, by HTTP status code",
+            Family::clone(&receiver_requests),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease and acts, else 0",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            wave_phase,
+            wave_target_weight,
+            rollbacks,
+            reconcile_duration,
+            reconcile_errors,
+            analysis_query_duration,
+            analysis_queries,
+            receiver_requests,
+            leader,
+            waves: Mutex::default(),
+        }
+    }
+
+    /// The whole exposition, `# EOF` included.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+
+    /// Records the phase and target weight a wave is in now.
+    pub fn observe_wave(&self, namespace: &str, wave: &str, phase: WavePhase, weight: i32) {
+        for known in PHASES {
+            self.wave_phase
+                .get_or_create(&WavePhaseLabels {
+                    namespace: namespace.to_owned(),
+                    wave: wave.to_owned(),
+                    phase: phase_name(known),
+                })
+                .set(i64::from(known == phase));
+        }
+        self.wave_target_weight
+            .get_or_create(&WaveLabels {
+                namespace: namespace.to_owned(),
+                wave: wave.to_owned(),
+            })
+            .set(i64::from(weight));
+        self.waves
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((namespace.to_owned(), wave.to_owned()));
+    }
+
+    /// Counts a rollback of a wave.
+    pub fn rollback(&self, namespace: &str, wave: &str, cause: RollbackCause) {
+        self.rollbacks
+            .get_or_create(&RollbackLabels {
+                namespace: namespace.to_owned(),
+                wave: wave.to_owned(),
+                cause: cause.as_str(),
+            })
+            .inc();
+        self.waves
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((namespace.to_owned(), wave.to_owned()));
+    }
+
+    /// Deletes every series of a wave (it was deleted).
+    pub fn forget_wave(&self, namespace: &str, wave: &str) {
+        self.waves
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(namespace.to_owned(), wave.to_owned()));
+        self.remove_wave_series(namespace, wave);
+    }
+
+    /// Deletes every wave series: this replica no longer leads, so it no longer knows.
+    pub fn forget_all_waves(&self) {
+        let waves = std::mem::take(&mut *self.waves.lock().unwrap_or_else(|e| e.into_inner()));
+        for (namespace, wave) in waves {
+            self.remove_wave_series(&namespace, &wave);
+        }
+    }
+
+    fn remove_wave_series(&self, namespace: &str, wave: &str) {
+        for phase in PHASES {
+            self.wave_phase.remove(&WavePhaseLabels {
+                namespace: namespace.to_owned(),
+                wave: wave.to_owned(),
+                phase: phase_name(phase),
+            });
+        }
+        self.wave_target_weight.remove(&WaveLabels {
+            namespace: namespace.to_owned(),
+            wave: wave.to_owned(),
+        });
+        for cause in RollbackCause::ALL {
+            self.rollbacks.remove(&RollbackLabels {
+                namespace: namespace.to_owned(),
+                wave: wave.to_owned(),
+                cause: cause.as_str(),
+            });
+        }
+    }
+
+    /// Starts timing a reconcile of `controller`; the time is recorded when the guard
+    /// is dropped, however the reconcile ends.
+    pub fn time_reconcile(self: &Arc<Self>, controller: &'static str) -> ReconcileTimer {
+        ReconcileTimer {
+            metrics: self.clone(),
+            controller,
+            started: Instant::now(),
+        }
+    }
+
+    /// Counts a failed reconcile.
+    pub fn reconcile_error(&self, controller: &'static str, category: &'static str) {
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels {
+                controller,
+                category,
+            })
+            .inc();
+    }
+
+    /// Records one query sent to Prometheus.
+    pub fn analysis_query(&self, outcome: QueryOutcome, took: Option<Duration>) {
+        self.analysis_queries
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+        if let Some(took) = took {
+            self.analysis_query_duration.observe(took.as_secs_f64());
+        }
+    }
+
+    /// Counts an answer of the Alertmanager receiver.
+    pub fn receiver_request(&self, code: u16) {
+        self.receiver_requests
+            .get_or_create(&CodeLabels { code })
+            .inc();
+    }
+
+    /// Records whether this replica leads.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+}
+
+/// Records a reconcile's duration when dropped.
+pub struct ReconcileTimer {
+    metrics: Arc<Metrics>,
+    controller: &'static str,
+    started: Instant,
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        self.metrics
+            .reconcile_duration
+            .get_or_create(&ControllerLabels {
+                controller: self.controller,
+            })
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        text.lines()
+            .filter(|line| {
+                line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} "))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_wave_has_one_phase_series_per_phase_and_loses_them_when_forgotten() {
+        let metrics = Metrics::new();
+        metrics.observe_wave("crm", "support-emea", WavePhase::Progressing, 10);
+        metrics.rollback("crm", "support-emea", RollbackCause::Alert);
+        let text = metrics.encode();
+        let phases = series(&text, "switchyard_wave_phase");
+        assert_eq!(phases.len(), PHASES.len(), "{text}");
+        assert!(phases.contains(
+            &r#"switchyard_wave_phase{namespace="crm",wave="support-emea",phase="Progressing"} 1"#
+        ));
+        assert!(phases.contains(
+            &r#"switchyard_wave_phase{namespace="crm",wave="support-emea",phase="Pending"} 0"#
+        ));
+        assert!(
+            text.contains(
+                r#"switchyard_wave_target_weight{namespace="crm",wave="support-emea"} 10"#
+            )
+        );
+        assert!(text.contains(
+            r#"switchyard_rollbacks_total{namespace="crm",wave="support-emea",cause="alert"} 1"#
+        ));
+        assert!(text.ends_with("# EOF\n"));
+
+        metrics.observe_wave("crm", "sales-emea", WavePhase::Pending, 0);
+        metrics.forget_wave("crm", "support-emea");
+        let text = metrics.encode();
+        assert!(!text.contains("support-emea"), "{text}");
+        assert_eq!(series(&text, "switchyard_wave_phase").len(), PHASES.len());
+        metrics.forget_all_waves();
+        let text = metrics.encode();
+        assert!(series(&text, "switchyard_wave_phase").is_empty(), "{text}");
+        assert!(series(&text, "switchyard_wave_target_weight").is_empty());
+    }
+
+    #[test]
+    fn every_phase_has_a_distinct_name() {
+        let names: HashSet<&str> = PHASES.iter().map(|p| phase_name(*p)).collect();
+        assert_eq!(names.len(), PHASES.len());
+        for phase in PHASES {
+            // The label value is the phase as written in status.phase.
+            assert_eq!(
+                serde_json::to_value(phase).unwrap(),
+                serde_json::json!(phase_name(phase))
+            );
+        }
+    }
+
+    #[test]
+    fn rollback_causes_come_from_the_condition_reason() {
+        use crate::engine::conditions::reason;
+        assert_eq!(
+            RollbackCause::from_reason(reason::METRIC_BREACHED),
+            RollbackCause::Metric
+        );
+        assert_eq!(
+            RollbackCause::from_reason(reason::NO_DATA),
+            RollbackCause::NoData
+        );
+        assert_eq!(
+            RollbackCause::from_reason(reason::QUERY_ERROR),
+            RollbackCause::QueryError
+        );
+        assert_eq!(
+            RollbackCause::from_reason(reason::ALERT_FIRING),
+            RollbackCause::Alert
+        );
+        assert_eq!(
+            RollbackCause::from_reason(reason::MANUAL_ROLLBACK),
+            RollbackCause::Manual
+        );
+        assert_eq!(
+            RollbackCause::from_reason(reason::PLAN_ROLLBACK),
+            RollbackCause::Plan
+        );
+        assert_eq!(
+            RollbackCause::from_reason("SomethingNew"),
+            RollbackCause::Other
+        );
+        let labels: HashSet<&str> = RollbackCause::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(labels.len(), RollbackCause::ALL.len());
+    }
+
+    #[test]
+    fn timers_errors_queries_receiver_and_leader_are_exposed() {
+        let metrics = Arc::new(Metrics::new());
+        drop(metrics.time_reconcile("wave"));
+        metrics.reconcile_error("wave", "api");
+        metrics.analysis_query(QueryOutcome::NoData, Some(Duration::from_millis(20)));
+        metrics.receiver_request(401);
+        metrics.set_leader(true);
+        let text = metrics.encode();
+        for line in [
+            r#"switchyard_reconcile_duration_seconds_count{controller="wave"} 1"#,
+            r#"switchyard_reconcile_errors_total{controller="wave",category="api"} 1"#,
+            r#"switchyard_analysis_queries_total{outcome="nodata"} 1"#,
+            "switchyard_analysis_query_duration_seconds_count 1",
+            r#"switchyard_receiver_requests_total{code="401"} 1"#,
+            "switchyard_leader 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+    }
+}
