@@ -820,6 +820,34 @@ async fn not_ready_until_the_crds_exist_and_no_gateway_api_is_needed() {
     let table = tables.get("crm-routing").await.unwrap();
     let data: BTreeMap<String, String> = table.data.unwrap_or_default();
     assert!(data.contains_key("support-emea"), "{data:?}");
+    // Deleting the wave removes its routing and lets the deletion finish, although
+    // there is no HTTPRoute resource to look in.
+    let waves: Api<MigrationWave> = Api::namespaced(client.clone(), &ns);
+    waves
+        .delete("support-emea", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(20), "the wave deleted", || {
+        let waves = waves.clone();
+        async move {
+            match waves.get_opt("support-emea").await {
+                Ok(None) => Ok(()),
+                Ok(Some(w)) => Err(format!(
+                    "still there, finalizers {:?}",
+                    w.metadata.finalizers
+                )),
+                Err(err) => Err(err.to_string()),
+            }
+        }
+    })
+    .await;
+    let data = tables
+        .get("crm-routing")
+        .await
+        .unwrap()
+        .data
+        .unwrap_or_default();
+    assert!(!data.contains_key("support-emea"), "{data:?}");
     // Once the CRDs are in, nothing fails: no watch of a resource the cluster lacks.
     let log = operator.log();
     let (_, running) = log

@@ -495,12 +495,15 @@ impl Router for GatewayRouter {
     async fn remove(&self, namespace: &str, wave: &str) -> Result<Written, RoutingError> {
         let api = self.routes(namespace);
         let name = route_name(wave);
-        let Some(found) = api
-            .get_metadata_opt(&name)
-            .await
-            .map_err(api_error("read", namespace, &name))?
-        else {
-            return Ok(Written::Unchanged);
+        let found = match api.get_metadata_opt(&name).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return Ok(Written::Unchanged),
+            // A bare 404 ("404 page not found", no Status): the cluster has no HTTPRoute
+            // resource at all (the Gateway API is not installed), so there is no route.
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                return Ok(Written::Unchanged);
+            }
+            Err(error) => return Err(api_error("read", namespace, &name)(error)),
         };
         let ours = is_managed(&found.metadata)
             && found
