@@ -396,6 +396,60 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// The label the leader keeps on its own Pod (`--label-leader-pod`), so that a Service
+/// can send Alertmanager's notifications to the leader only: alerts live in the memory
+/// of the replica that received them, and only the leader acts on them.
+pub const LEADER_POD_LABEL: &str = "switchyard.dev/leader";
+
+/// Keeps [`LEADER_POD_LABEL`] on Pod `pod` in `namespace` while this replica leads, and
+/// removes it when it stops. Retries failed patches until the next change of leadership.
+pub async fn label_own_pod(client: Client, namespace: String, pod: String, leadership: Leadership) {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Patch, PatchParams};
+
+    let pods: Api<Pod> = Api::namespaced(client, &namespace);
+    let mut changes = leadership.subscribe();
+    loop {
+        let leading = *changes.borrow_and_update();
+        let value = if leading {
+            serde_json::Value::from("true")
+        } else {
+            serde_json::Value::Null
+        };
+        let patch = serde_json::json!({"metadata": {"labels": {LEADER_POD_LABEL: value}}});
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match pods
+                .patch(&pod, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    debug!(pod, leading, "labelled this replica's Pod");
+                    break;
+                }
+                Err(err) => {
+                    warn!(pod, namespace, error = %err, "cannot label this replica's Pod as leader; Alertmanager's notifications may reach a standby (503) until it can");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => delay = (delay * 2).min(MAX_RETRY),
+                        changed = changes.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if changes.has_changed().unwrap_or(false) {
+            continue;
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

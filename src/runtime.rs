@@ -102,6 +102,18 @@ pub struct RunOptions {
         value_parser = parse_lease_duration
     )]
     pub lease_duration: Duration,
+    /// Keep the label `switchyard.dev/leader: "true"` on this replica's own Pod (named by
+    /// $POD_NAME in $POD_NAMESPACE) while it leads, so that a Service selecting it sends
+    /// Alertmanager's notifications to the leader only. Needs `patch` on that Pod.
+    #[arg(
+        long,
+        env = "SWITCHYARD_LABEL_LEADER_POD",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        value_name = "true|false"
+    )]
+    pub label_leader_pod: bool,
     /// This replica's identity in the Lease and in Events; by default HOSTNAME-PID.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
@@ -219,6 +231,10 @@ fn parse_secret_ref(s: &str) -> Result<(String, String, String), String> {
 /// Why `switchyard run` stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    #[error(
+        "--label-leader-pod needs $POD_NAME and $POD_NAMESPACE (from the downward API) to name this replica's Pod"
+    )]
+    OwnPodUnknown,
     #[error("could not connect to the Kubernetes API: {0}")]
     Client(#[source] kube::Error),
     #[error(transparent)]
@@ -246,6 +262,16 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let client = kube::Client::try_default()
         .await
         .map_err(RunError::Client)?;
+    let own_pod = if options.label_leader_pod {
+        match (std::env::var("POD_NAMESPACE"), std::env::var("POD_NAME")) {
+            (Ok(namespace), Ok(pod)) if !namespace.is_empty() && !pod.is_empty() => {
+                Some((namespace, pod))
+            }
+            _ => return Err(RunError::OwnPodUnknown),
+        }
+    } else {
+        None
+    };
     let metrics = Arc::new(Metrics::new());
     let leadership = if options.leader_election {
         Leadership::elected()
@@ -325,6 +351,14 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         let election = options
             .leader_election
             .then(|| Election::start(client.clone(), options.lease(), leadership.clone()));
+        if let Some((namespace, pod)) = &own_pod {
+            tokio::spawn(crate::leader::label_own_pod(
+                client.clone(),
+                namespace.clone(),
+                pod.clone(),
+                leadership.clone(),
+            ));
+        }
         drain(
             controller::run_until(client, settings, services, shutdown.clone()),
             shutdown,

@@ -388,41 +388,59 @@ fn default_values_render_a_hardened_highly_available_operator() {
     assert_eq!(pdb["spec"]["minAvailable"], 1);
     assert_eq!(pdb["spec"]["selector"], deployment["spec"]["selector"]);
 
-    let service = only(&objects, "Service");
+    let service = named(&objects, "Service", "switchyard");
     assert_eq!(service["spec"]["ports"][0]["port"], 8080);
     assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
     assert_eq!(
         service["spec"]["selector"],
         deployment["spec"]["selector"]["matchLabels"]
     );
+    assert_eq!(
+        of_kind(&objects, "Service").len(),
+        2,
+        "switchyard and -receiver"
+    );
 
-    // The operator's ServiceAccount is bound cluster-wide to the operator's ClusterRole,
-    // and to a Role for its Lease in the release namespace.
+    // The operator's ServiceAccount is bound cluster-wide to the operator's ClusterRole
+    // and to the CRD reader, and in the release namespace to the leader election role.
     let account = only(&objects, "ServiceAccount");
     assert_eq!(pod["serviceAccountName"], account["metadata"]["name"]);
     let subject = serde_json::json!([{
         "kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "switchyard-system"
     }]);
-    let binding = only(&objects, "ClusterRoleBinding");
-    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
-    assert_eq!(binding["roleRef"]["name"], "switchyard-operator");
-    assert_eq!(binding["subjects"], subject);
+    let mut cluster_roles: Vec<&str> = of_kind(&objects, "ClusterRoleBinding")
+        .into_iter()
+        .map(|binding| {
+            assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+            assert_eq!(binding["subjects"], subject);
+            binding["roleRef"]["name"].as_str().unwrap()
+        })
+        .collect();
+    cluster_roles.sort();
+    assert_eq!(
+        cluster_roles,
+        ["switchyard-operator", "switchyard-operator-crds"]
+    );
     named(&objects, "ClusterRole", "switchyard-operator");
-    let role = only(&objects, "Role");
-    assert_eq!(role["metadata"]["namespace"], "switchyard-system");
-    let mut verbs = Vec::new();
-    for rule in role["rules"].as_array().unwrap() {
-        assert_eq!(strings(&rule["apiGroups"]), ["coordination.k8s.io"]);
-        assert_eq!(strings(&rule["resources"]), ["leases"]);
-        if let Some(names) = rule.get("resourceNames") {
-            assert_eq!(strings(names), ["switchyard"], "the Lease's name");
-        }
-        verbs.extend(strings(&rule["verbs"]));
-    }
-    verbs.sort();
-    assert_eq!(verbs, ["create", "get", "patch", "update"]);
+    let election = named(&objects, "ClusterRole", "switchyard-leader-election");
+    let resources: Vec<&str> = election["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|rule| strings(&rule["resources"]))
+        .collect();
+    assert_eq!(resources, ["leases", "pods"]);
+    assert!(
+        of_kind(&objects, "Role").is_empty(),
+        "roles come from policies/rbac.yaml"
+    );
     let role_binding = only(&objects, "RoleBinding");
-    assert_eq!(role_binding["roleRef"]["name"], role["metadata"]["name"]);
+    assert_eq!(role_binding["metadata"]["namespace"], "switchyard-system");
+    assert_eq!(role_binding["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(
+        role_binding["roleRef"]["name"],
+        "switchyard-leader-election"
+    );
     assert_eq!(role_binding["subjects"], subject);
 
     assert_eq!(of_kind(&objects, "ValidatingAdmissionPolicy").len(), 3);
@@ -516,8 +534,13 @@ fn every_option_renders_where_it_belongs() {
         2
     );
 
-    // Watching two namespaces: the operator's role is granted in those two only.
-    assert!(of_kind(&objects, "ClusterRoleBinding").is_empty());
+    // Watching two namespaces: the operator's role is granted in those two only (the
+    // CRD reader stays cluster-wide: CRDs are cluster-scoped).
+    let cluster_roles: Vec<&str> = of_kind(&objects, "ClusterRoleBinding")
+        .into_iter()
+        .map(|b| b["roleRef"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(cluster_roles, ["switchyard-operator-crds"]);
     let grants: Vec<&str> = of_kind(&objects, "RoleBinding")
         .into_iter()
         .filter(|b| b["roleRef"]["name"] == "switchyard-operator")
@@ -818,4 +841,64 @@ async fn the_api_server_accepts_everything_every_option_renders() {
     ] {
         assert!(!of_kind(&objects, kind).is_empty(), "no {kind} was applied");
     }
+}
+
+/// `switchyard run` as its own command line parses it.
+#[derive(clap::Parser)]
+struct SwitchyardCommand {
+    #[command(subcommand)]
+    command: SwitchyardSubcommand,
+}
+
+#[derive(clap::Subcommand)]
+enum SwitchyardSubcommand {
+    Run(switchyard::runtime::RunOptions),
+}
+
+#[test]
+fn the_operators_arguments_are_flags_switchyard_run_accepts() {
+    use clap::Parser;
+    for values in [
+        vec![],
+        vec!["-f".to_owned(), all_options_values().display().to_string()],
+    ] {
+        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+        let objects = render("switchyard-system", &values);
+        let args = args(&objects);
+        let parsed = SwitchyardCommand::try_parse_from(
+            std::iter::once("switchyard".to_owned()).chain(args.iter().cloned()),
+        )
+        .unwrap_or_else(|err| panic!("the chart's args {args:?} do not parse: {err}"));
+        let SwitchyardSubcommand::Run(options) = parsed.command;
+        assert!(options.leader_election);
+        assert!(
+            options.label_leader_pod,
+            "the leader labels its Pod for the receiver Service"
+        );
+        assert_eq!(
+            options.lease_namespace.as_deref(),
+            Some("switchyard-system")
+        );
+    }
+}
+
+#[test]
+fn alertmanager_reaches_the_leader_only() {
+    let objects = render("switchyard-system", &[]);
+    let receiver = named(&objects, "Service", "switchyard-receiver");
+    assert_eq!(
+        receiver["spec"]["selector"][switchyard::leader::LEADER_POD_LABEL],
+        "true"
+    );
+    // Metrics are scraped from every replica, through the other Service.
+    let service = named(&objects, "Service", "switchyard");
+    assert!(
+        service["spec"]["selector"]
+            .get(switchyard::leader::LEADER_POD_LABEL)
+            .is_none()
+    );
+    // The leader may label its own Pod: the leader-election role, in its namespace.
+    let binding = named(&objects, "RoleBinding", "switchyard-leader-election");
+    assert_eq!(binding["roleRef"]["name"], "switchyard-leader-election");
+    assert_eq!(binding["metadata"]["namespace"], "switchyard-system");
 }

@@ -859,3 +859,104 @@ async fn not_ready_until_the_crds_exist_and_no_gateway_api_is_needed() {
         .collect();
     assert!(complaints.is_empty(), "{complaints:#?}");
 }
+
+async fn leader_label(client: &Client, namespace: &str, pod: &str) -> Option<String> {
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), namespace)
+        .get(pod)
+        .await
+        .unwrap()
+        .metadata
+        .labels
+        .and_then(|labels| labels.get(switchyard::leader::LEADER_POD_LABEL).cloned())
+}
+
+#[tokio::test]
+async fn the_leader_labels_its_own_pod_and_the_label_follows_the_lease() {
+    let plane = common::plane();
+    let (client, ns) = common::admin_in_fresh_namespace("leader-pod").await;
+    // The replicas' Pods, as a Deployment would make them (no kubelet runs them here;
+    // the processes below play their part). Pod admission needs the default
+    // ServiceAccount.
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), &ns);
+    accounts
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+    for name in ["replica-a", "replica-b"] {
+        pods.create(
+            &Default::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {"app": "switchyard"}},
+                "spec": {"containers": [{"name": "switchyard", "image": "switchyard"}]}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    let args = [
+        "--namespaces",
+        &ns,
+        "--lease-namespace",
+        &ns,
+        "--lease-duration",
+        "4s",
+        "--label-leader-pod",
+        "true",
+    ];
+    let kubeconfig = plane.kubeconfig_path();
+    let mut replicas: Vec<Operator> = ["replica-a", "replica-b"]
+        .into_iter()
+        .map(|name| {
+            Operator::start_with_env(
+                kubeconfig,
+                name,
+                &args,
+                &[("POD_NAME", name), ("POD_NAMESPACE", &ns)],
+            )
+        })
+        .collect();
+    let leader = eventually(Duration::from_secs(30), "exactly one leader", || {
+        the_leader(&replicas)
+    })
+    .await;
+    let standby = 1 - leader;
+    let (leader_pod, standby_pod) = (
+        replicas[leader].identity.clone(),
+        replicas[standby].identity.clone(),
+    );
+    eventually(Duration::from_secs(10), "the leader's Pod labelled", || {
+        let (client, ns, pod) = (client.clone(), ns.clone(), leader_pod.clone());
+        async move {
+            match leader_label(&client, &ns, &pod).await.as_deref() {
+                Some("true") => Ok(()),
+                other => Err(format!("label {other:?}")),
+            }
+        }
+    })
+    .await;
+    assert_eq!(leader_label(&client, &ns, &standby_pod).await, None);
+
+    // The leader dies; the label moves with the Lease.
+    replicas[leader].kill();
+    eventually(
+        Duration::from_secs(15),
+        "the new leader's Pod labelled",
+        || {
+            let (client, ns, pod) = (client.clone(), ns.clone(), standby_pod.clone());
+            async move {
+                match leader_label(&client, &ns, &pod).await.as_deref() {
+                    Some("true") => Ok(()),
+                    other => Err(format!("label {other:?}")),
+                }
+            }
+        },
+    )
+    .await;
+    leads(&replicas[standby]).await.unwrap();
+}

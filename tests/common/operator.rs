@@ -41,6 +41,16 @@ impl Operator {
     /// Starts `switchyard run --identity IDENTITY --http-addr 127.0.0.1:PORT ARGS...`
     /// against the cluster of `kubeconfig`.
     pub fn start(kubeconfig: &Path, identity: &str, args: &[&str]) -> Self {
+        Self::start_with_env(kubeconfig, identity, args, &[])
+    }
+
+    /// Like [`Operator::start`], with these environment variables set as well.
+    pub fn start_with_env(
+        kubeconfig: &Path,
+        identity: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let log = dir.path().join("switchyard.log");
         let out = std::fs::File::create(&log).expect("a log file");
@@ -63,6 +73,7 @@ impl Operator {
         for name in INHERITED_SETTINGS {
             command.env_remove(name);
         }
+        command.envs(env.iter().copied());
         let child = command.spawn().expect("the switchyard binary starts");
         let _ = rustls::crypto::ring::default_provider().install_default();
         Self {
