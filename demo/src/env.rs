@@ -671,14 +671,18 @@ pub struct OperatorSettings {
     pub token_file: PathBuf,
 }
 
-/// The `switchyard run` command line: every flag the demo passes, in one place. Check it
-/// against `switchyard run --help` when the flags change (for example, when
-/// `--namespace` becomes `--namespaces`, or `--leader-election` and `--log-format` arrive).
+/// The `switchyard run` command line: every flag the demo passes, in one place
+/// (`switchyard run --help` documents them; docs/operations.md too).
 pub fn operator_args(settings: &OperatorSettings) -> Vec<String> {
     vec![
         "run".into(),
         // Only the demo's namespace: on a real cluster, other namespaces are not ours.
-        "--namespace".into(),
+        "--namespaces".into(),
+        settings.namespace.clone(),
+        // One replica; its Lease lives in the demo's namespace, never in `default`.
+        "--leader-election".into(),
+        "true".into(),
+        "--lease-namespace".into(),
         settings.namespace.clone(),
         "--http-addr".into(),
         settings.http_addr.to_string(),

@@ -546,7 +546,7 @@ async fn setup(
         &operator_args,
         cluster.kubeconfig_env.as_deref(),
         &log,
-        &format!("http://{http_addr}/healthz"),
+        &format!("http://{http_addr}/readyz"),
     )
     .await?;
     env.screen.say(&format!(
