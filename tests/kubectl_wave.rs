@@ -152,35 +152,6 @@ fn crm_plan(waves: &[&str], manual_gate: bool) -> CutoverPlan {
     plan
 }
 
-/// The policies take effect once the API server has loaded them: until a spoofed
-/// entry is refused, the test would measure nothing.
-async fn wait_for_policies(world: &World, wave: &str) {
-    let api: Api<MigrationWave> = Api::namespaced(
-        common::plane().client_as("mallory", &[]).await.unwrap(),
-        &world.ns,
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let patch = json!([{"op": "add", "path": "/spec/actions",
-                            "value": [{"type": "Pause", "user": "somebody-else"}]}]);
-        match api
-            .patch(
-                wave,
-                &PatchParams {
-                    dry_run: true,
-                    ..PatchParams::default()
-                },
-                &Patch::<()>::Json(serde_json::from_value(patch).unwrap()),
-            )
-            .await
-        {
-            Err(kube::Error::Api(s)) if s.message.contains("ValidatingAdmissionPolicy") => return,
-            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
-            other => panic!("the admission policies never took effect: {other:?}"),
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_release_manager_approves_and_the_history_shows_who() {
     let world = World::new("kw-approve", crm_plan(&["support-emea"], false)).await;
@@ -199,7 +170,12 @@ async fn a_release_manager_approves_and_the_history_shows_who() {
     world
         .wait_phase("support-emea", WavePhase::AwaitingApproval, Some(1))
         .await;
-    wait_for_policies(&world, "support-emea").await;
+    wait_for_policies::<MigrationWave>(
+        &world,
+        "support-emea",
+        json!({"type": "Pause", "user": "somebody-else"}),
+    )
+    .await;
 
     // Who the plugin records.
     assert_eq!(world.ok("alice", &["whoami"]).await, "alice\n");
@@ -333,7 +309,12 @@ async fn rollback_needs_rollback_authority_and_retry_starts_again() {
     world
         .wait_phase("sales-amer", WavePhase::AwaitingApproval, Some(1))
         .await;
-    wait_for_policies(&world, "sales-amer").await;
+    wait_for_policies::<MigrationWave>(
+        &world,
+        "sales-amer",
+        json!({"type": "Pause", "user": "somebody-else"}),
+    )
+    .await;
 
     // An approver is not a rollback authority.
     let refused = world
@@ -469,7 +450,12 @@ async fn a_manual_gate_passed_with_the_plugin_lets_the_plan_start() {
         unknown,
         "error: plan crm has no readiness gate \"rehersal\" (manual gates: rehearsal-accepted)"
     );
-    wait_for_plan_policies(&world).await;
+    wait_for_policies::<CutoverPlan>(
+        &world,
+        "crm",
+        json!({"type": "PassGate", "gate": "rehearsal-accepted", "user": "somebody-else"}),
+    )
+    .await;
     let refused = world
         .fails("mallory", &["gate", "pass", "crm", "rehearsal-accepted"])
         .await;
@@ -522,33 +508,6 @@ async fn a_manual_gate_passed_with_the_plugin_lets_the_plan_start() {
         .fails("victor", &["get", "marketing-emea", "-A"])
         .await;
     assert_eq!(usage, "error: -A/--all-namespaces works only with list");
-}
-
-async fn wait_for_plan_policies(world: &World) {
-    let api: Api<CutoverPlan> = Api::namespaced(
-        common::plane().client_as("mallory", &[]).await.unwrap(),
-        &world.ns,
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let patch = json!([{"op": "add", "path": "/spec/actions",
-                            "value": [{"type": "PassGate", "gate": "rehearsal-accepted", "user": "somebody-else"}]}]);
-        match api
-            .patch(
-                "crm",
-                &PatchParams {
-                    dry_run: true,
-                    ..PatchParams::default()
-                },
-                &Patch::<()>::Json(serde_json::from_value(patch).unwrap()),
-            )
-            .await
-        {
-            Err(kube::Error::Api(s)) if s.message.contains("ValidatingAdmissionPolicy") => return,
-            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
-            other => panic!("the admission policies never took effect: {other:?}"),
-        }
-    }
 }
 
 #[tokio::test]
@@ -697,4 +656,39 @@ async fn an_action_is_checked_again_when_the_wave_changes_before_it_is_written()
     let wave = world.wave("sales-emea").await;
     assert_eq!(wave.spec.actions.len(), 1, "{:?}", wave.spec.actions);
     assert_eq!(wave.metadata.labels.unwrap()["touched"], "yes");
+}
+
+/// The policies take effect once the API server has loaded them: until a spoofed entry
+/// (`spoof`, an action recorded for someone else) is refused on `name`, in a dry run, a
+/// test would measure nothing.
+async fn wait_for_policies<K>(world: &World, name: &str, spoof: serde_json::Value)
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(
+        common::plane().client_as("mallory", &[]).await.unwrap(),
+        &world.ns,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let patch = json!([{"op": "add", "path": "/spec/actions", "value": [spoof.clone()]}]);
+        match api
+            .patch(
+                name,
+                &PatchParams {
+                    dry_run: true,
+                    ..PatchParams::default()
+                },
+                &Patch::<()>::Json(serde_json::from_value(patch).unwrap()),
+            )
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.message.contains("ValidatingAdmissionPolicy") => return,
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            other => panic!("the admission policies never took effect: {other:?}"),
+        }
+    }
 }

@@ -666,57 +666,26 @@ impl Ctx {
         let user = whoami(&self.client).await?;
         self.get_wave(name).await?;
         self.check_permitted(&user, WAVES, name).await?;
-        for _ in 0..5 {
-            let wave = self.get_wave(name).await?;
-            let entry = act::wave_action(&wave, &command, &user)?;
-            test_delay_before_write().await;
-            let existing = wave.spec.actions.len();
-            let patch = act::append_patch(
-                &entry,
-                existing,
-                wave.metadata
-                    .resource_version
-                    .as_deref()
-                    .unwrap_or_default(),
-            );
-            match self
-                .waves()
-                .patch(
-                    name,
-                    &PatchParams::default(),
-                    &Patch::<()>::Json(serde_json::from_value(patch).expect("a JSON patch")),
-                )
-                .await
-            {
-                Ok(_) => {
-                    let recorded = Recorded {
-                        kind: "MigrationWave",
-                        namespace: self.namespace.clone(),
-                        name: name.into(),
-                        action: entry.clone(),
-                        index: existing,
-                    };
-                    return self.emit(out, &recorded, || {
-                        format!(
-                            "wave/{name}: {} recorded for {user}\n",
-                            describe(&command, &entry)
-                        )
-                    });
-                }
-                Err(err) => {
-                    if may_be_stale(&err)
-                        && changed_since(&self.waves(), name, &wave.metadata.resource_version).await
-                    {
-                        continue;
-                    }
-                    return Err(self.write_error(&user, WAVES, err));
-                }
-            }
-        }
-        Err(CliError::Contended {
+        let (entry, index) = self
+            .append_action(self.waves(), WAVES, name, &user, |wave: &MigrationWave| {
+                Ok((
+                    act::wave_action(wave, &command, &user)?,
+                    wave.spec.actions.len(),
+                ))
+            })
+            .await?;
+        let line = format!(
+            "wave/{name}: {} recorded for {user}\n",
+            describe(&command, &entry)
+        );
+        let recorded = Recorded {
             kind: "MigrationWave",
+            namespace: self.namespace.clone(),
             name: name.into(),
-        })
+            action: entry,
+            index,
+        };
+        self.emit(out, &recorded, || line)
     }
 
     async fn pass_gate(
@@ -727,58 +696,82 @@ impl Ctx {
         out: &mut dyn Write,
     ) -> Result<(), CliError> {
         let user = whoami(&self.client).await?;
-        let not_found = || CliError::NotFound {
-            kind: "CutoverPlan",
-            name: name.into(),
-            namespace: self.namespace.clone(),
-        };
-        self.get_plan(name).await?.ok_or_else(not_found)?;
+        self.get_plan(name)
+            .await?
+            .ok_or_else(|| CliError::NotFound {
+                kind: "CutoverPlan",
+                name: name.into(),
+                namespace: self.namespace.clone(),
+            })?;
         self.check_permitted(&user, PLANS, name).await?;
+        let (entry, index) = self
+            .append_action(self.plans(), PLANS, name, &user, |plan: &CutoverPlan| {
+                Ok((
+                    act::pass_gate(plan, gate, &user, message.clone())?,
+                    plan.spec.actions.len(),
+                ))
+            })
+            .await?;
+        let recorded = Recorded {
+            kind: "CutoverPlan",
+            namespace: self.namespace.clone(),
+            name: name.into(),
+            action: entry,
+            index,
+        };
+        self.emit(out, &recorded, || {
+            format!("plan/{name}: gate {gate} passed by {user}\n")
+        })
+    }
+
+    /// Reads `name`, checks and builds the action with `build` (which also says how many
+    /// entries `spec.actions` holds), and appends it, guarded by the resourceVersion
+    /// read. When the object changed in between, it starts again from a fresh read (at
+    /// most five times). Returns the entry and its index.
+    async fn append_action<K, A>(
+        &self,
+        api: Api<K>,
+        resource: &'static str,
+        name: &str,
+        user: &str,
+        build: impl Fn(&K) -> Result<(A, usize), CliError>,
+    ) -> Result<(A, usize), CliError>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        A: Serialize,
+    {
+        let kind = if resource == WAVES {
+            "MigrationWave"
+        } else {
+            "CutoverPlan"
+        };
         for _ in 0..5 {
-            let plan = self.get_plan(name).await?.ok_or_else(not_found)?;
-            let entry = act::pass_gate(&plan, gate, &user, message.clone())?;
-            let existing = plan.spec.actions.len();
-            let patch = act::append_patch(
-                &entry,
-                existing,
-                plan.metadata
-                    .resource_version
-                    .as_deref()
-                    .unwrap_or_default(),
-            );
-            match self
-                .plans()
-                .patch(
-                    name,
-                    &PatchParams::default(),
-                    &Patch::<()>::Json(serde_json::from_value(patch).expect("a JSON patch")),
-                )
+            let object = api
+                .get_opt(name)
                 .await
-            {
-                Ok(_) => {
-                    let recorded = Recorded {
-                        kind: "CutoverPlan",
-                        namespace: self.namespace.clone(),
-                        name: name.into(),
-                        action: entry.clone(),
-                        index: existing,
-                    };
-                    return self.emit(out, &recorded, || {
-                        format!("plan/{name}: gate {gate} passed by {user}\n")
-                    });
-                }
+                .map_err(|e| self.read_error(format!("cannot read {kind} {name}"), resource, e))?
+                .ok_or_else(|| CliError::NotFound {
+                    kind,
+                    name: name.into(),
+                    namespace: self.namespace.clone(),
+                })?;
+            let (entry, existing) = build(&object)?;
+            test_delay_before_write().await;
+            let seen = object.meta().resource_version.clone();
+            let patch = act::append_patch(&entry, existing, seen.as_deref().unwrap_or_default());
+            let patch = Patch::<()>::Json(serde_json::from_value(patch).expect("a JSON patch"));
+            match api.patch(name, &PatchParams::default(), &patch).await {
+                Ok(_) => return Ok((entry, existing)),
                 Err(err) => {
-                    if may_be_stale(&err)
-                        && changed_since(&self.plans(), name, &plan.metadata.resource_version).await
-                    {
+                    if may_be_stale(&err) && changed_since(&api, name, &seen).await {
                         continue;
                     }
-                    return Err(self.write_error(&user, PLANS, err));
+                    return Err(self.write_error(user, resource, err));
                 }
             }
         }
         Err(CliError::Contended {
-            kind: "CutoverPlan",
+            kind,
             name: name.into(),
         })
     }

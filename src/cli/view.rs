@@ -537,12 +537,7 @@ fn analysis_lines(
         .iter()
         .map(|m| {
             let last = status.analysis.iter().find(|s| s.name == m.metric.name);
-            let range = match (m.metric.min, m.metric.max) {
-                (Some(min), Some(max)) => format!("within {min}..{max}"),
-                (Some(min), None) => format!("at least {min}"),
-                (None, Some(max)) => format!("at most {max}"),
-                (None, None) => String::new(),
-            };
+            let range = healthy_range(m.metric.min, m.metric.max);
             let result = match last {
                 None => "not evaluated yet".into(),
                 Some(s) => {
@@ -568,6 +563,16 @@ fn analysis_lines(
             }
         })
         .collect()
+}
+
+/// A threshold in words: `within 1..5`, `at least 1`, `at most 5`.
+fn healthy_range(min: Option<f64>, max: Option<f64>) -> String {
+    match (min, max) {
+        (Some(min), Some(max)) => format!("within {min}..{max}"),
+        (Some(min), None) => format!("at least {min}"),
+        (None, Some(max)) => format!("at most {max}"),
+        (None, None) => String::new(),
+    }
 }
 
 /// A metric value with at most four significant decimals.
@@ -850,12 +855,7 @@ fn gate_detail(
 ) -> (&'static str, String) {
     match (&gate.prometheus, status) {
         (Some(p), status) => {
-            let range = match (p.min, p.max) {
-                (Some(min), Some(max)) => format!("within {min}..{max}"),
-                (Some(min), None) => format!("at least {min}"),
-                (None, Some(max)) => format!("at most {max}"),
-                (None, None) => String::new(),
-            };
+            let range = healthy_range(p.min, p.max);
             let value = status
                 .and_then(|s| s.value)
                 .map_or("no value".into(), format_value);
