@@ -7,8 +7,9 @@ use std::sync::{
 
 use futures::{Stream, StreamExt};
 use kube::{
-    Api,
+    Api, ResourceExt,
     runtime::{
+        WatchStreamExt,
         reflector::{self, Store},
         watcher,
     },
@@ -95,12 +96,14 @@ where
 {
     let (store, writer) = reflector::store();
     let (first_list, synced) = watch::channel(false);
-    let events = reflector::reflector(writer, watcher(api, watcher::Config::default())).inspect(
-        move |event| {
-            if matches!(event, Ok(watcher::Event::InitDone)) && !first_list.send_replace(true) {
-                readiness.mark_synced();
-            }
-        },
-    );
+    // managedFields are a large share of each object and nothing here reads them.
+    let objects = watcher(api, watcher::Config::default()).modify(|object| {
+        object.managed_fields_mut().clear();
+    });
+    let events = reflector::reflector(writer, objects).inspect(move |event| {
+        if matches!(event, Ok(watcher::Event::InitDone)) && !first_list.send_replace(true) {
+            readiness.mark_synced();
+        }
+    });
     (Cache { store, synced }, events)
 }
