@@ -167,19 +167,110 @@ pub async fn run(
         );
     }
     controller
-        .watches(plans, watcher::Config::default(), move |plan| {
-            // A plan change (its routing, backends, cohort keys) concerns its waves.
-            let namespace = plan.namespace();
-            let name = plan.name_any();
-            store
-                .state()
-                .into_iter()
-                .filter(move |wave| wave.namespace() == namespace && wave.spec.plan == name)
-                .map(|wave| ObjectRef::from_obj(&*wave))
+        .watches(plans, watcher::Config::default(), {
+            let plan_changes = std::sync::Mutex::new(PlanChanges::default());
+            move |plan| {
+                // A change of the plan's spec (routing, backends, cohort keys, freeze
+                // windows...) or its deletion concerns all its waves; a status change only
+                // the waves whose entry in status.waves changed. (Every wave's progress
+                // changes its plan's status, so waking all of them each time would cost
+                // waves² reconciles per plan.)
+                let namespace = plan.namespace();
+                let name = plan.name_any();
+                let concerned = plan_changes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .concerned(&plan);
+                store
+                    .state()
+                    .into_iter()
+                    .filter(move |wave| {
+                        wave.namespace() == namespace
+                            && wave.spec.plan == name
+                            && concerned.includes(&wave.name_any())
+                    })
+                    .map(|wave| ObjectRef::from_obj(&*wave))
+            }
         })
         .run(reconcile, error_policy, context)
         .for_each(|outcome| async move { super::log_outcome(CONTROLLER, outcome) })
         .await;
+}
+
+/// Which waves a plan's change concerns.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Concerned {
+    /// Every wave of the plan.
+    All,
+    /// Only these.
+    Only(std::collections::BTreeSet<String>),
+}
+
+impl Concerned {
+    pub(crate) fn includes(&self, wave: &str) -> bool {
+        match self {
+            Concerned::All => true,
+            Concerned::Only(names) => names.contains(wave),
+        }
+    }
+}
+
+/// What the wave controller last saw of each plan: its generation and, per wave, the
+/// part of its `status.waves` entry a wave acts on (everything but the phase, which
+/// mirrors the wave itself).
+#[derive(Debug, Default)]
+pub(crate) struct PlanChanges {
+    seen: std::collections::HashMap<(Option<String>, String), SeenPlan>,
+}
+
+#[derive(Debug, PartialEq)]
+struct SeenPlan {
+    generation: Option<i64>,
+    entries: std::collections::BTreeMap<String, String>,
+}
+
+impl PlanChanges {
+    /// The waves `plan`'s change concerns, compared with the last version seen.
+    pub(crate) fn concerned(&mut self, plan: &CutoverPlan) -> Concerned {
+        let key = (plan.namespace(), plan.name_any());
+        let entries = plan
+            .status
+            .iter()
+            .flat_map(|s| &s.waves)
+            .map(|entry| {
+                let mut entry = entry.clone();
+                entry.phase = WavePhase::default();
+                (
+                    entry.name.clone(),
+                    serde_json::to_string(&entry).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let now = SeenPlan {
+            generation: plan.metadata.generation,
+            entries,
+        };
+        // A plan being deleted concerns every wave, at each of its events.
+        if plan.metadata.deletion_timestamp.is_some() {
+            self.seen.remove(&key);
+            return Concerned::All;
+        }
+        let concerned = match self.seen.get(&key) {
+            Some(before) if before.generation == now.generation => {
+                let names = before
+                    .entries
+                    .keys()
+                    .chain(now.entries.keys())
+                    .filter(|name| before.entries.get(*name) != now.entries.get(*name))
+                    .cloned()
+                    .collect();
+                Concerned::Only(names)
+            }
+            _ => Concerned::All,
+        };
+        self.seen.insert(key, now);
+        concerned
+    }
 }
 
 pub(super) fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -595,4 +686,78 @@ async fn cleanup(wave: &MigrationWave, ctx: &Context) -> Result<Action, Error> {
         .forget_wave(&wave.namespace().unwrap_or_default(), &wave.name_any());
     info!(wave = %wave.name_any(), "routing removed before deletion");
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_with(generation: i64, entries: serde_json::Value) -> CutoverPlan {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "switchyard.dev/v1alpha1", "kind": "CutoverPlan",
+            "metadata": {"name": "crm", "namespace": "ns", "generation": generation},
+            "spec": {
+                "legacy": {"service": {"name": "l", "port": 80}},
+                "target": {"service": {"name": "t", "port": 80}},
+                "routing": {"configMap": {"name": "r"}},
+                "cohortKeys": {"team": {"header": "x-team"}},
+                "waves": [{"name": "a"}, {"name": "b"}]
+            },
+            "status": {"waves": entries}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_plan_status_change_concerns_only_the_waves_whose_entry_changed() {
+        let mut changes = PlanChanges::default();
+        let first = plan_with(
+            1,
+            serde_json::json!([
+                {"name": "a", "phase": "Pending", "admitted": false, "heldBy": "Order"},
+                {"name": "b", "phase": "Pending", "admitted": false, "heldBy": "Order"}
+            ]),
+        );
+        assert_eq!(changes.concerned(&first), Concerned::All, "first sight");
+        // a starts: only its phase changes, which mirrors a itself.
+        let started = plan_with(
+            1,
+            serde_json::json!([
+                {"name": "a", "phase": "Progressing", "admitted": false, "heldBy": "Order"},
+                {"name": "b", "phase": "Pending", "admitted": false, "heldBy": "Order"}
+            ]),
+        );
+        assert_eq!(
+            changes.concerned(&started),
+            Concerned::Only(Default::default())
+        );
+        // b is admitted: b only.
+        let admitted = plan_with(
+            1,
+            serde_json::json!([
+                {"name": "a", "phase": "Progressing", "admitted": false, "heldBy": "Order"},
+                {"name": "b", "phase": "Pending", "admitted": true}
+            ]),
+        );
+        assert_eq!(
+            changes.concerned(&admitted),
+            Concerned::Only(["b".to_owned()].into())
+        );
+        // A spec change concerns all of them.
+        let edited = plan_with(
+            2,
+            serde_json::json!([
+                {"name": "a", "phase": "Progressing", "admitted": false, "heldBy": "Order"},
+                {"name": "b", "phase": "Pending", "admitted": true}
+            ]),
+        );
+        assert_eq!(changes.concerned(&edited), Concerned::All);
+        // So does every event of a plan being deleted.
+        let mut deleting = edited.clone();
+        deleting.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+        );
+        assert_eq!(changes.concerned(&deleting), Concerned::All);
+        assert_eq!(changes.concerned(&deleting), Concerned::All);
+    }
 }
