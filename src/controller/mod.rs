@@ -129,6 +129,11 @@ fn log_outcome<K, E: std::error::Error>(
     match outcome {
         Ok((object, _)) => tracing::debug!(controller, object = %object.name, "reconciled"),
         Err(Error::ReconcilerFailed(..) | Error::ObjectNotFound(_)) => {}
+        // A watch whose resourceVersion has expired (410 Gone) is routine: the watcher
+        // lists again and goes on.
+        Err(Error::QueueError(watcher::Error::WatchError(status))) if status.code == 410 => {
+            tracing::debug!(controller, error = %status, "a watch expired; listing again")
+        }
         Err(Error::QueueError(err)) => {
             tracing::warn!(controller, error = %err, "a watch failed; retrying with backoff")
         }
