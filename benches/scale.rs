@@ -32,14 +32,6 @@ use switchyard_testenv::ControlPlane;
 const PLANS: usize = 200;
 const PER_PLAN: usize = 50;
 const STEADY: Duration = Duration::from_secs(60);
-const WRITE_VERBS: [&str; 6] = [
-    "POST",
-    "PUT",
-    "PATCH",
-    "APPLY",
-    "DELETE",
-    "DELETECOLLECTION",
-];
 
 fn main() {
     let waves = std::env::var("SWITCHYARD_BENCH_WAVES")
@@ -354,40 +346,21 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Write requests by resource, as the API server counts them.
+/// Write requests to the resources the operator writes, as the API server counts them.
 async fn write_counts(client: &Client) -> BTreeMap<String, u64> {
-    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = client.request_text(request).await.unwrap();
-    let mut counts = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
-        let label = |name: &str| {
-            line.split(&format!("{name}=\""))
-                .nth(1)
-                .and_then(|rest| rest.split('"').next())
-                .unwrap_or("")
-                .to_owned()
-        };
-        let (resource, verb) = (label("resource"), label("verb"));
-        let ours = [
-            "migrationwaves",
-            "cutoverplans",
-            "configmaps",
-            "events",
-            "leases",
-        ];
-        if WRITE_VERBS.contains(&verb.as_str()) && ours.contains(&resource.as_str()) {
-            let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-            let key = match label("subresource").as_str() {
-                "" => resource,
-                sub => format!("{resource}/{sub}"),
-            };
-            *counts.entry(key).or_default() += value as u64;
-        }
-    }
-    counts
+    let ours = [
+        "migrationwaves",
+        "cutoverplans",
+        "configmaps",
+        "events",
+        "leases",
+    ];
+    switchyard_testenv::api_writes(client)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(key, _)| ours.contains(&key.split('/').next().unwrap_or("")))
+        .collect()
 }
 
 fn diff(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> String {

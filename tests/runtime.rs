@@ -74,33 +74,12 @@ fn count_events(wave: &MigrationWave, event: &str) -> usize {
 
 /// HTTPRoute write requests the API server has served (all namespaces).
 async fn httproute_writes(client: &Client) -> u64 {
-    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = client.request_text(request).await.unwrap();
-    let mut total = 0.0;
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
-        let label = |name: &str| {
-            line.split(&format!("{name}=\""))
-                .nth(1)
-                .and_then(|rest| rest.split('"').next())
-                .unwrap_or("")
-        };
-        let write = [
-            "POST",
-            "PUT",
-            "PATCH",
-            "APPLY",
-            "DELETE",
-            "DELETECOLLECTION",
-        ]
-        .contains(&label("verb"));
-        if write && label("resource") == "httproutes" {
-            total += line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
-        }
-    }
-    total as u64
+    switchyard_testenv::api_writes(client)
+        .await
+        .unwrap()
+        .get("httproutes")
+        .copied()
+        .unwrap_or(0)
 }
 
 /// A route's generation, target weight and whether its legacy override is on.

@@ -11,44 +11,18 @@ use kube::Client;
 use serde_json::json;
 use switchyard::api::WavePhase;
 
-const WRITE_VERBS: [&str; 6] = [
-    "POST",
-    "PUT",
-    "PATCH",
-    "APPLY",
-    "DELETE",
-    "DELETECOLLECTION",
-];
 // ConfigMaps are left out: the API server itself writes some in kube-system, and this
 // test routes through the Gateway API.
 const OUR_RESOURCES: [&str; 4] = ["migrationwaves", "cutoverplans", "httproutes", "events"];
 
-/// Write requests the API server has served, by resource.
+/// Write requests the API server has served to our resources, by resource.
 async fn writes(client: &Client) -> BTreeMap<String, u64> {
-    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = client.request_text(request).await.unwrap();
-    let mut counts = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
-        let label = |name: &str| {
-            line.split(&format!("{name}=\""))
-                .nth(1)
-                .and_then(|rest| rest.split('"').next())
-                .unwrap_or("")
-        };
-        let (resource, verb) = (label("resource"), label("verb"));
-        if WRITE_VERBS.contains(&verb) && OUR_RESOURCES.contains(&resource) {
-            let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-            let key = match label("subresource") {
-                "" => resource.to_owned(),
-                sub => format!("{resource}/{sub}"),
-            };
-            *counts.entry(key).or_default() += value as u64;
-        }
-    }
-    counts
+    switchyard_testenv::api_writes(client)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(key, _)| OUR_RESOURCES.contains(&key.split('/').next().unwrap_or("")))
+        .collect()
 }
 
 #[tokio::test]

@@ -526,3 +526,54 @@ where
             .expect("the setup thread does not panic")
     })
 }
+
+/// The write verbs of `apiserver_request_total`.
+const WRITE_VERBS: [&str; 6] = [
+    "POST",
+    "PUT",
+    "PATCH",
+    "APPLY",
+    "DELETE",
+    "DELETECOLLECTION",
+];
+
+/// The write requests the API server has served so far (refused ones included), by
+/// resource (`migrationwaves`) or subresource (`migrationwaves/status`), from its own
+/// `apiserver_request_total`. Diff two readings to count the writes in between.
+pub async fn api_writes(
+    client: &Client,
+) -> Result<std::collections::BTreeMap<String, u64>, TestEnvError> {
+    let request = http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("static request");
+    let text = client
+        .request_text(request)
+        .await
+        .map_err(TestEnvError::Api)?;
+    let mut counts = std::collections::BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let label = |name: &str| {
+            line.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or("")
+        };
+        if !WRITE_VERBS.contains(&label("verb")) {
+            continue;
+        }
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        let key = match label("subresource") {
+            "" => label("resource").to_owned(),
+            sub => format!("{}/{sub}", label("resource")),
+        };
+        *counts.entry(key).or_default() += value as u64;
+    }
+    Ok(counts)
+}
