@@ -74,9 +74,10 @@ unit:
 	cargo test --workspace --locked --lib --bins
 	cargo test --locked --test crds
 
-## integration: tests against a real kube-apiserver and etcd.
+## integration: tests against a real kube-apiserver and etcd (every binary runs, so one
+## failure does not hide the next).
 integration:
-	cargo test --workspace --locked --tests
+	cargo test --workspace --locked --no-fail-fast --tests
 
 ## bench: the benchmarks (print figures; they assert nothing about time).
 bench: deps
