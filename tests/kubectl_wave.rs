@@ -248,8 +248,8 @@ async fn a_release_manager_approves_and_the_history_shows_who() {
         approved
             .message
             .as_deref()
-            .is_some_and(|m| m.contains("CHG-1042 signed off")),
-        "{approved:?}"
+            .is_some_and(|m| m.starts_with("step 1 approved") && m.contains("CHG-1042 signed off")),
+        "the history names the step as --step and the plugin's reply do: {approved:?}"
     );
     assert_eq!(done.spec.actions.len(), 1, "{:?}", done.spec.actions);
     assert_eq!(done.spec.actions[0].user, "alice");

@@ -331,7 +331,7 @@ impl Wave<'_> {
                             event::APPROVED,
                             None,
                             user,
-                            format!("step {} approved{}", wanted + 1, suffix(&message)),
+                            format!("step {wanted} approved{}", suffix(&message)),
                         );
                     } else {
                         let at = self.status.step_index.map_or("no step".to_owned(), |i| format!("step {i}"));
