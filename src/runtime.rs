@@ -144,6 +144,15 @@ pub struct RunOptions {
     /// The Secret key holding the receiver's token, as NAMESPACE/NAME/KEY.
     #[arg(long, env = "SWITCHYARD_RECEIVER_TOKEN_SECRET", value_parser = parse_secret_ref)]
     pub receiver_token_secret: Option<(String, String, String)>,
+    /// At most this many reconciles at once, in each controller and namespace. Every
+    /// reconcile reads from the API server; more run the API server harder.
+    #[arg(
+        long,
+        env = "SWITCHYARD_MAX_CONCURRENT_RECONCILES",
+        default_value_t = crate::controller::DEFAULT_MAX_CONCURRENT_RECONCILES,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub max_concurrent_reconciles: u16,
 }
 
 impl RunOptions {
@@ -345,6 +354,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             namespaces: options.watched_namespaces(),
             gateway_api: gateway_api_installed(&client).await,
             instance: Some(identity),
+            max_concurrent_reconciles: options.max_concurrent_reconciles,
             ..Settings::default()
         };
         info!(namespaces = ?settings.namespaces, "starting the controllers (an empty list means all namespaces)");

@@ -244,6 +244,10 @@ fn the_schema_refuses_unknown_keys_and_values_outside_their_enums() {
             "'ScheduleAnyway', 'DoNotSchedule'",
         ),
         ("watchNamespaces: [CRM]\n", "at '/watchNamespaces/0'"),
+        (
+            "maxConcurrentReconciles: 0\n",
+            "at '/maxConcurrentReconciles'",
+        ),
     ];
     for (index, (values, expected)) in cases.iter().enumerate() {
         let file = dir.path().join(format!("bad-{index}.yaml"));
@@ -858,9 +862,12 @@ enum SwitchyardSubcommand {
 #[test]
 fn the_operators_arguments_are_flags_switchyard_run_accepts() {
     use clap::Parser;
-    for values in [
-        vec![],
-        vec!["-f".to_owned(), all_options_values().display().to_string()],
+    for (values, concurrency) in [
+        (vec![], 32),
+        (
+            vec!["-f".to_owned(), all_options_values().display().to_string()],
+            64,
+        ),
     ] {
         let values: Vec<&str> = values.iter().map(String::as_str).collect();
         let objects = render("switchyard-system", &values);
@@ -879,6 +886,7 @@ fn the_operators_arguments_are_flags_switchyard_run_accepts() {
             options.lease_namespace.as_deref(),
             Some("switchyard-system")
         );
+        assert_eq!(options.max_concurrent_reconciles, concurrency);
     }
 }
 

@@ -40,6 +40,7 @@ fn every_setting_falls_back_to_its_environment_variable() {
         "SWITCHYARD_LEASE_NAME",
         "SWITCHYARD_LEASE_NAMESPACE",
         "SWITCHYARD_LEASE_DURATION",
+        "SWITCHYARD_MAX_CONCURRENT_RECONCILES",
         "POD_NAME",
         "POD_NAMESPACE",
     ] {
@@ -57,6 +58,7 @@ fn every_setting_falls_back_to_its_environment_variable() {
     assert!(defaults.leader_election);
     assert_eq!(defaults.lease_name, "switchyard");
     assert_eq!(defaults.lease_duration, Duration::from_secs(15));
+    assert_eq!(defaults.max_concurrent_reconciles, 32);
     assert!(
         defaults
             .identity()
@@ -70,6 +72,7 @@ fn every_setting_falls_back_to_its_environment_variable() {
     set("SWITCHYARD_LEADER_ELECTION", "false");
     set("SWITCHYARD_LEASE_NAME", "switchyard-crm");
     set("SWITCHYARD_LEASE_DURATION", "9s");
+    set("SWITCHYARD_MAX_CONCURRENT_RECONCILES", "4");
     set("POD_NAME", "switchyard-5d8f7-x2x9q");
     set("POD_NAMESPACE", "switchyard-system");
     let from_env = parse(&[]);
@@ -80,6 +83,7 @@ fn every_setting_falls_back_to_its_environment_variable() {
     );
     assert_eq!(from_env.log_format, LogFormat::Json);
     assert!(!from_env.leader_election);
+    assert_eq!(from_env.max_concurrent_reconciles, 4);
     let lease = from_env.lease();
     assert_eq!(lease.name, "switchyard-crm");
     assert_eq!(lease.duration, Duration::from_secs(9));
@@ -112,6 +116,12 @@ fn every_setting_falls_back_to_its_environment_variable() {
     assert!(!lenient.leader_election);
 
     // A bad value in the environment is refused, as a bad flag would be.
+    set("SWITCHYARD_MAX_CONCURRENT_RECONCILES", "0");
+    assert!(
+        Cli::try_parse_from(["switchyard"]).is_err(),
+        "no reconciles at all"
+    );
+    set("SWITCHYARD_MAX_CONCURRENT_RECONCILES", "4");
     set("SWITCHYARD_LEASE_DURATION", "1s");
     assert!(Cli::try_parse_from(["switchyard"]).is_err());
 }

@@ -19,7 +19,7 @@ use kube::{
 };
 use serde_json::json;
 use switchyard::{
-    api::{MigrationWave, WavePhase},
+    api::{CutoverPlan, MigrationWave, WavePhase},
     routing::{
         HTTPRoute, RoutingTableEntry,
         gateway::{COHORT_RULE, HTTPMethod, LEGACY_OVERRIDE_RULE, QUIET_WRITES_RULE, route_name},
@@ -642,6 +642,28 @@ async fn deleting_a_wave_removes_its_routing_and_leaves_the_other_waves_alone() 
         sales_after.metadata.resource_version, sales.metadata.resource_version,
         "the other wave's route was not touched"
     );
+    // The plan hears of the deletion itself (not only of the deletion's start, while
+    // the finalizer held the wave): its entry goes back to Pending, as for a wave not
+    // created yet.
+    let plans: Api<CutoverPlan> = Api::namespaced(client.clone(), &ns);
+    common::operator::eventually(Duration::from_secs(10), "the plan forgets the wave", || {
+        let plans = plans.clone();
+        async move {
+            let plan = plans.get("crm").await.map_err(|e| e.to_string())?;
+            let entry = plan
+                .status
+                .unwrap_or_default()
+                .waves
+                .into_iter()
+                .find(|w| w.name == "support-emea")
+                .ok_or("no entry")?;
+            match entry.phase {
+                WavePhase::Pending => Ok(()),
+                phase => Err(format!("support-emea is {phase:?} in the plan")),
+            }
+        }
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -10,12 +10,15 @@ use kube::{
     Api, ResourceExt,
     runtime::{
         WatchStreamExt,
-        reflector::{self, Store},
+        reflector::{self, ReflectHandle, Store},
         watcher,
     },
 };
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
+
+/// What a watch yields.
+type WatchEvent<K> = Result<watcher::Event<K>, watcher::Error>;
 
 /// Whether the controllers' caches hold the cluster's state: true once every cache has
 /// finished its first list.
@@ -86,24 +89,78 @@ where
 pub(crate) fn cache<K>(
     api: Api<K>,
     readiness: Arc<Readiness>,
-) -> (
-    Cache<K>,
-    impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-)
+) -> (Cache<K>, impl Stream<Item = WatchEvent<K>> + Send + 'static)
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (store, writer) = reflector::store();
+    let (synced, mark) = synced_on_first_list(readiness);
+    let events = reflector::reflector(writer, watch_stripped(api)).inspect(mark);
+    (Cache { store, synced }, events)
+}
+
+/// The watch of `api`, with client-go's backoff after errors. managedFields are a large
+/// share of each object and nothing here reads them: they are dropped.
+fn watch_stripped<K>(api: Api<K>) -> impl Stream<Item = WatchEvent<K>> + Send
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|object| {
+            object.managed_fields_mut().clear();
+        })
+}
+
+/// Whether a cache holds its first complete list, and the inspector of its watch events
+/// that sets it and counts the cache in `readiness`.
+fn synced_on_first_list<K>(
+    readiness: Arc<Readiness>,
+) -> (
+    watch::Receiver<bool>,
+    impl FnMut(&WatchEvent<K>) + Send + 'static,
+) {
     let (first_list, synced) = watch::channel(false);
-    // managedFields are a large share of each object and nothing here reads them.
-    let objects = watcher(api, watcher::Config::default()).modify(|object| {
-        object.managed_fields_mut().clear();
-    });
-    let events = reflector::reflector(writer, objects).inspect(move |event| {
+    let mark = move |event: &WatchEvent<K>| {
         if matches!(event, Ok(watcher::Event::InitDone)) && !first_list.send_replace(true) {
             readiness.mark_synced();
         }
-    });
-    (Cache { store, synced }, events)
+    };
+    (synced, mark)
+}
+
+/// How many changes a shared cache holds for its slowest subscriber before its watch
+/// waits for that subscriber (the controllers take them into their queues at once).
+const SHARED_BUFFER: usize = 1024;
+
+/// One watch of `api` into one cache that several controllers read: the cache, a
+/// subscription per controller (each yields every object the watch applies), and the
+/// watch events, which someone must drive for any of it to move.
+///
+/// Two controllers that each watched the same kind would hold every object twice.
+pub(crate) fn shared_cache<K>(
+    api: Api<K>,
+    readiness: Arc<Readiness>,
+    subscribers: usize,
+) -> (
+    Cache<K>,
+    Vec<ReflectHandle<K>>,
+    impl Stream<Item = WatchEvent<K>> + Send + 'static,
+)
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (store, writer) = reflector::store_shared(SHARED_BUFFER);
+    let handles = (0..subscribers)
+        .map(|_| {
+            writer
+                .subscribe()
+                .expect("a shared store's writer can be subscribed to")
+        })
+        .collect();
+    let (synced, mark) = synced_on_first_list(readiness);
+    let events = reflector::reflector(writer, watch_stripped(api)).inspect(mark);
+    (Cache { store, synced }, handles, events)
 }

@@ -11,7 +11,7 @@ pub mod plan;
 pub mod wave;
 
 pub use caches::Readiness;
-use caches::{Cache, cache};
+use caches::{Cache, cache, shared_cache};
 pub use errors::{ErrorCategory, NotLeader};
 
 use std::sync::{
@@ -19,7 +19,10 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::{
+    StreamExt,
+    future::{BoxFuture, FutureExt, Shared},
+};
 use kube::{
     Client,
     runtime::{events::Reporter, watcher},
@@ -73,6 +76,9 @@ impl Stats {
     }
 }
 
+/// How many reconciles of each controller run at once, unless configured otherwise.
+pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 32;
+
 /// How the controllers run.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -86,6 +92,10 @@ pub struct Settings {
     pub reporter: String,
     /// Identifies this replica in Events.
     pub instance: Option<String>,
+    /// At most this many reconciles of each controller run at once. Each one reads
+    /// from the API server, and an unbounded number of them (every wave at a cold
+    /// start) would open as many connections, and hold their memory afterwards.
+    pub max_concurrent_reconciles: u16,
 }
 
 impl Default for Settings {
@@ -95,11 +105,17 @@ impl Default for Settings {
             gateway_api: true,
             reporter: "switchyard".into(),
             instance: None,
+            max_concurrent_reconciles: DEFAULT_MAX_CONCURRENT_RECONCILES,
         }
     }
 }
 
 impl Settings {
+    /// The configuration of each controller.
+    fn controller_config(&self) -> kube::runtime::controller::Config {
+        kube::runtime::controller::Config::default().concurrency(self.max_concurrent_reconciles)
+    }
+
     /// The scopes to run controllers in: each namespace, or the whole cluster (None).
     fn scopes(&self) -> Vec<Option<String>> {
         if self.namespaces.is_empty() {
@@ -129,17 +145,21 @@ fn log_outcome<K, E: std::error::Error>(
     match outcome {
         Ok((object, _)) => tracing::debug!(controller, object = %object.name, "reconciled"),
         Err(Error::ReconcilerFailed(..) | Error::ObjectNotFound(_)) => {}
-        // A watch whose resourceVersion has expired (410 Gone) is routine: the watcher
-        // lists again and goes on.
-        Err(Error::QueueError(watcher::Error::WatchError(status))) if status.code == 410 => {
-            tracing::debug!(controller, error = %status, "a watch expired; listing again")
-        }
-        Err(Error::QueueError(err)) => {
-            tracing::warn!(controller, error = %err, "a watch failed; retrying with backoff")
-        }
+        Err(Error::QueueError(err)) => log_watch_error(controller, &err),
         Err(err @ Error::RunnerError(_)) => {
             tracing::error!(controller, error = %err, "the controller failed")
         }
+    }
+}
+
+/// Logs a failed watch. One whose resourceVersion has expired (410 Gone) is routine: the
+/// watcher lists again and goes on.
+fn log_watch_error(controller: &'static str, err: &watcher::Error) {
+    match err {
+        watcher::Error::WatchError(status) if status.code == 410 => {
+            tracing::debug!(controller, error = %status, "a watch expired; listing again")
+        }
+        err => tracing::warn!(controller, error = %err, "a watch failed; retrying with backoff"),
     }
 }
 
@@ -151,9 +171,9 @@ pub fn shutdown_on(signal: impl std::future::Future<Output = ()> + Send + 'stati
     signal.boxed().shared()
 }
 
-/// The caches each scope (namespace, or the cluster) runs: the wave controller's waves,
-/// the plan controller's plans, and the plan controller's own reflector of waves.
-const CACHES_PER_SCOPE: usize = 3;
+/// The caches each scope (namespace, or the cluster) runs: the waves, which both
+/// controllers read, and the plans.
+const CACHES_PER_SCOPE: usize = 2;
 
 /// The long-lived parts the controllers share with the rest of the operator (the HTTP
 /// server's receiver, the metrics, the leader election).
@@ -320,15 +340,48 @@ pub async fn run_until(client: Client, settings: Settings, services: Services, s
             shutdown.clone(),
         );
         async move {
+            // One watch of the scope's waves, read by both controllers: each would
+            // otherwise hold every wave in a cache of its own.
+            let (waves, subscriptions, watch) = shared_cache(
+                wave::scoped::<crate::api::MigrationWave>(&client, scope.as_deref()),
+                services.readiness.clone(),
+                2,
+            );
+            let [for_waves, for_plans]: [_; 2] = subscriptions
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("two subscriptions were asked for"));
+            // A subscription yields the waves the watch applies, not the deleted ones;
+            // a deleted wave's plan must still hear of it, to drop it from its status.
+            let (deleted_tx, deleted) = tokio::sync::mpsc::unbounded_channel();
+            let watch = watch.take_until(shutdown.clone()).for_each(move |event| {
+                match event {
+                    Ok(watcher::Event::Delete(wave)) => {
+                        if let Some(plan) = plan::of_wave(&wave) {
+                            let _ = deleted_tx.send(plan);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(err) => log_watch_error("wave", &err),
+                }
+                std::future::ready(())
+            });
             tokio::join!(
+                watch,
                 plan::run(
                     client.clone(),
                     scope.clone(),
                     settings.clone(),
                     services.clone(),
-                    shutdown.clone()
+                    shutdown.clone(),
+                    plan::Waves {
+                        cache: waves.clone(),
+                        changes: for_plans,
+                        deleted,
+                    },
                 ),
-                wave::run(client, scope, settings, services, shutdown),
+                wave::run(
+                    client, scope, settings, services, shutdown, waves, for_waves
+                ),
             );
         }
     });

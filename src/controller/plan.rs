@@ -15,9 +15,10 @@ use kube::{
         Controller, WatchStreamExt,
         controller::Action,
         finalizer::{self, Event as Finalize},
-        reflector::ObjectRef,
+        reflector::{ObjectRef, ReflectHandle},
     },
 };
+use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{debug, info, warn};
 
 use super::{Cache, Context, ErrorCategory, NotLeader, Services, Settings, Shutdown, Stats};
@@ -72,32 +73,46 @@ struct PlanContext {
     waves: Cache<MigrationWave>,
 }
 
+/// The plan controller's view of the waves, which it shares with the wave controller.
+pub(crate) struct Waves {
+    /// Every wave in the scope.
+    pub(crate) cache: Cache<MigrationWave>,
+    /// Each wave the cache's watch applies.
+    pub(crate) changes: ReflectHandle<MigrationWave>,
+    /// The plan of each wave the watch saw deleted.
+    pub(crate) deleted: UnboundedReceiver<ObjectRef<CutoverPlan>>,
+}
+
+/// The plan a wave names: a wave's change concerns it.
+pub(crate) fn of_wave(wave: &MigrationWave) -> Option<ObjectRef<CutoverPlan>> {
+    Some(ObjectRef::new(&wave.spec.plan).within(&wave.namespace()?))
+}
+
 /// Runs the CutoverPlan controller in `scope` (a namespace, or all of them) until
 /// `shutdown` resolves and the running reconciles have finished.
-pub async fn run(
+pub(crate) async fn run(
     client: Client,
     scope: Option<String>,
     settings: Settings,
     services: Services,
     shutdown: Shutdown,
+    waves: Waves,
 ) {
     let plans: Api<CutoverPlan> = super::wave::scoped(&client, scope.as_deref());
-    let waves_api: Api<MigrationWave> = super::wave::scoped(&client, scope.as_deref());
-    let (waves, wave_events) = super::cache(waves_api, services.readiness.clone());
-    let wave_changes = wave_events.default_backoff().touched_objects();
     let (plan_cache, plan_events) = super::cache(plans, services.readiness.clone());
     let gained = services.leadership.gained();
-    let waves_synced = waves.first_synced();
+    let waves_synced = waves.cache.first_synced();
+    let deleted = futures::stream::unfold(waves.deleted, |mut deleted| async move {
+        deleted.recv().await.map(|plan| (plan, deleted))
+    });
     let context = Arc::new(PlanContext {
         inner: Context::new(client, &settings, services),
-        waves,
+        waves: waves.cache,
     });
     Controller::for_stream(plan_events.applied_objects(), plan_cache.store())
-        .watches_stream(wave_changes, |wave: MigrationWave| {
-            // A wave's change concerns the plan it names.
-            let namespace = wave.namespace()?;
-            Some(ObjectRef::new(&wave.spec.plan).within(&namespace))
-        })
+        .with_config(settings.controller_config())
+        .watches_shared_stream(waves.changes, |wave| of_wave(&wave))
+        .reconcile_on(deleted)
         // A replica that becomes the leader reconciles every plan: as a standby it left
         // them all to the leader.
         .reconcile_all_on(gained)

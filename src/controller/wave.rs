@@ -8,16 +8,16 @@ use k8s_openapi::api::core::v1::Service;
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
-        Controller, WatchStreamExt,
+        Controller,
         controller::Action,
         finalizer::{self, Event as Finalize},
-        reflector::ObjectRef,
+        reflector::{ObjectRef, ReflectHandle},
         watcher,
     },
 };
 use tracing::{debug, info, warn};
 
-use super::{Context, ErrorCategory, NotLeader, Services, Settings, Shutdown, Stats};
+use super::{Cache, Context, ErrorCategory, NotLeader, Services, Settings, Shutdown, Stats};
 use crate::analysis;
 use crate::api::{CutoverPlan, MigrationWave, MigrationWaveStatus, WavePhase};
 use crate::engine::{self, Decision, Observations, Problem, RoutingIntent};
@@ -110,24 +110,24 @@ const CONTROLLER: &str = "wave";
 
 /// Runs the MigrationWave controller in `scope` (a namespace, or all of them) until
 /// `shutdown` resolves and the running reconciles have finished.
-pub async fn run(
+pub(crate) async fn run(
     client: Client,
     scope: Option<String>,
     settings: Settings,
     services: Services,
     shutdown: Shutdown,
+    waves: Cache<MigrationWave>,
+    changes: ReflectHandle<MigrationWave>,
 ) {
-    let waves: Api<MigrationWave> = scoped(&client, scope.as_deref());
     let plans: Api<CutoverPlan> = scoped(&client, scope.as_deref());
     let routes: Api<HTTPRoute> = scoped(&client, scope.as_deref());
     let alerts = services.alerts.subscribe();
     let gained = services.leadership.gained();
-    let readiness = services.readiness.clone();
     let context = Arc::new(Context::new(client, &settings, services));
 
-    let (cache, events) = super::cache(waves, readiness);
-    let store = cache.store();
-    let controller = Controller::for_stream(events.applied_objects(), store.clone());
+    let store = waves.store();
+    let controller = Controller::for_shared_stream(changes, store.clone())
+        .with_config(settings.controller_config());
     let alert_store = store.clone();
     // A firing alert wakes the waves it matches at once, not at their next requeue.
     let woken_by_alerts = futures::stream::unfold(alerts, |mut alerts| async move {
@@ -181,15 +181,25 @@ pub async fn run(
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .concerned(&plan);
-                store
-                    .state()
-                    .into_iter()
-                    .filter(move |wave| {
-                        wave.namespace() == namespace
-                            && wave.spec.plan == name
-                            && concerned.includes(&wave.name_any())
-                    })
-                    .map(|wave| ObjectRef::from_obj(&*wave))
+                let within = |wave: &str| {
+                    let wave = ObjectRef::new(wave);
+                    match &namespace {
+                        Some(namespace) => wave.within(namespace),
+                        None => wave,
+                    }
+                };
+                match concerned {
+                    // Named in the plan's status: no need to look through every wave
+                    // in the cache (a plan's status changes with each of its waves'
+                    // steps). A name the cache lacks is skipped by the controller.
+                    Concerned::Only(names) => names.iter().map(|n| within(n)).collect(),
+                    Concerned::All => store
+                        .state()
+                        .into_iter()
+                        .filter(|wave| wave.namespace() == namespace && wave.spec.plan == name)
+                        .map(|wave| ObjectRef::from_obj(&*wave))
+                        .collect::<Vec<_>>(),
+                }
             }
         })
         .run(reconcile, error_policy, context)
@@ -204,15 +214,6 @@ pub(crate) enum Concerned {
     All,
     /// Only these.
     Only(std::collections::BTreeSet<String>),
-}
-
-impl Concerned {
-    pub(crate) fn includes(&self, wave: &str) -> bool {
-        match self {
-            Concerned::All => true,
-            Concerned::Only(names) => names.contains(wave),
-        }
-    }
 }
 
 /// What the wave controller last saw of each plan: its generation and, per wave, the
