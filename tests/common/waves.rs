@@ -191,23 +191,35 @@ pub async fn wait_phase(
     .await
 }
 
-/// Appends a human action to the wave, as `kubectl wave` will.
+/// Appends a human action to the wave, as `kubectl wave` does.
+///
+/// The append is guarded by the wave's resourceVersion, so an operator's status write
+/// between the read and the write is a conflict: read again and retry, as
+/// `kubectl wave` does.
 pub async fn act(client: &Client, namespace: &str, name: &str, action: serde_json::Value) {
     let api: Api<MigrationWave> = Api::namespaced(client.clone(), namespace);
-    let mut wave = api.get(name).await.unwrap();
-    wave.spec
-        .actions
-        .push(serde_json::from_value(action).expect("a valid action"));
-    api.patch(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(
-            json!({"metadata": {"resourceVersion": wave.metadata.resource_version},
-                             "spec": {"actions": wave.spec.actions}}),
-        ),
-    )
-    .await
-    .unwrap();
+    let action: switchyard::api::WaveAction =
+        serde_json::from_value(action).expect("a valid action");
+    for _ in 0..10 {
+        let mut wave = api.get(name).await.unwrap();
+        wave.spec.actions.push(action.clone());
+        let appended = api
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({
+                    "metadata": {"resourceVersion": wave.metadata.resource_version},
+                    "spec": {"actions": wave.spec.actions},
+                })),
+            )
+            .await;
+        match appended {
+            Ok(_) => return,
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(err) => panic!("appending an action to {name}: {err}"),
+        }
+    }
+    panic!("appending an action to {name}: 10 conflicts in a row");
 }
 
 /// A condition's `status/reason`, or "absent".
