@@ -847,6 +847,14 @@ async fn not_ready_until_the_crds_exist_and_no_gateway_api_is_needed() {
     assert!(complaints.is_empty(), "{complaints:#?}");
 }
 
+/// Ok once `pod` carries the leader label.
+async fn labelled_leader(client: &Client, namespace: &str, pod: &str) -> Result<(), String> {
+    match leader_label(client, namespace, pod).await.as_deref() {
+        Some("true") => Ok(()),
+        other => Err(format!("label {other:?}")),
+    }
+}
+
 async fn leader_label(client: &Client, namespace: &str, pod: &str) -> Option<String> {
     Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), namespace)
         .get(pod)
@@ -918,13 +926,7 @@ async fn the_leader_labels_its_own_pod_and_the_label_follows_the_lease() {
         replicas[standby].identity.clone(),
     );
     eventually(Duration::from_secs(10), "the leader's Pod labelled", || {
-        let (client, ns, pod) = (client.clone(), ns.clone(), leader_pod.clone());
-        async move {
-            match leader_label(&client, &ns, &pod).await.as_deref() {
-                Some("true") => Ok(()),
-                other => Err(format!("label {other:?}")),
-            }
-        }
+        labelled_leader(&client, &ns, &leader_pod)
     })
     .await;
     assert_eq!(leader_label(&client, &ns, &standby_pod).await, None);
@@ -934,15 +936,7 @@ async fn the_leader_labels_its_own_pod_and_the_label_follows_the_lease() {
     eventually(
         Duration::from_secs(15),
         "the new leader's Pod labelled",
-        || {
-            let (client, ns, pod) = (client.clone(), ns.clone(), standby_pod.clone());
-            async move {
-                match leader_label(&client, &ns, &pod).await.as_deref() {
-                    Some("true") => Ok(()),
-                    other => Err(format!("label {other:?}")),
-                }
-            }
-        },
+        || labelled_leader(&client, &ns, &standby_pod),
     )
     .await;
     leads(&replicas[standby]).await.unwrap();

@@ -139,13 +139,12 @@ const SHARED_BUFFER: usize = 1024;
 /// watch events, which someone must drive for any of it to move.
 ///
 /// Two controllers that each watched the same kind would hold every object twice.
-pub(crate) fn shared_cache<K>(
+pub(crate) fn shared_cache<K, const SUBSCRIBERS: usize>(
     api: Api<K>,
     readiness: Arc<Readiness>,
-    subscribers: usize,
 ) -> (
     Cache<K>,
-    Vec<ReflectHandle<K>>,
+    [ReflectHandle<K>; SUBSCRIBERS],
     impl Stream<Item = WatchEvent<K>> + Send + 'static,
 )
 where
@@ -153,13 +152,11 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (store, writer) = reflector::store_shared(SHARED_BUFFER);
-    let handles = (0..subscribers)
-        .map(|_| {
-            writer
-                .subscribe()
-                .expect("a shared store's writer can be subscribed to")
-        })
-        .collect();
+    let handles = std::array::from_fn(|_| {
+        writer
+            .subscribe()
+            .expect("a shared store's writer can be subscribed to")
+    });
     let (synced, mark) = synced_on_first_list(readiness);
     let events = reflector::reflector(writer, watch_stripped(api)).inspect(mark);
     (Cache { store, synced }, handles, events)

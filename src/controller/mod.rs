@@ -342,14 +342,10 @@ pub async fn run_until(client: Client, settings: Settings, services: Services, s
         async move {
             // One watch of the scope's waves, read by both controllers: each would
             // otherwise hold every wave in a cache of its own.
-            let (waves, subscriptions, watch) = shared_cache(
+            let (waves, [for_waves, for_plans], watch) = shared_cache(
                 wave::scoped::<crate::api::MigrationWave>(&client, scope.as_deref()),
                 services.readiness.clone(),
-                2,
             );
-            let [for_waves, for_plans]: [_; 2] = subscriptions
-                .try_into()
-                .unwrap_or_else(|_| unreachable!("two subscriptions were asked for"));
             // A subscription yields the waves the watch applies, not the deleted ones;
             // a deleted wave's plan must still hear of it, to drop it from its status.
             let (deleted_tx, deleted) = tokio::sync::mpsc::unbounded_channel();
