@@ -23,7 +23,8 @@ use crate::alerts::{
     AlertStore,
     receiver::{self, Token},
 };
-use crate::controller::Readiness;
+use crate::controller::{AdmissionGuard, Readiness};
+use crate::engine::authority::Admission;
 use crate::leader::Leadership;
 use crate::metrics::{self, Metrics};
 
@@ -36,6 +37,8 @@ pub struct Health {
     pub readiness: Arc<Readiness>,
     /// Whether this replica leads.
     pub leadership: Leadership,
+    /// Whether Switchyard's admission policies are in force.
+    pub admission: Arc<AdmissionGuard>,
     /// Set when shutdown begins: the replica is no longer ready.
     pub stopping: Arc<AtomicBool>,
 }
@@ -74,7 +77,17 @@ async fn ready(State(health): State<Health>) -> (StatusCode, String) {
     } else {
         "standby"
     };
-    (StatusCode::OK, format!("ok ({role})\n"))
+    // Missing policies do not make the replica unready (it still rolls back on metrics
+    // and alerts), but the detail says that human actions are refused.
+    let admission = match health.admission.current() {
+        Admission::Missing { message } => {
+            format!("; admission policies not in force, human actions are refused: {message}")
+        }
+        Admission::Trusted => "; human actions trusted without admission policies".into(),
+        Admission::Unknown => "; admission policies not checked yet".into(),
+        Admission::Verified => String::new(),
+    };
+    (StatusCode::OK, format!("ok ({role}){admission}\n"))
 }
 
 async fn export(State(health): State<Health>) -> Response {
@@ -115,6 +128,7 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
             readiness: Arc::default(),
             leadership,
+            admission: Arc::new(AdmissionGuard::fixed(Admission::Verified)),
             stopping: Arc::default(),
         }
     }
@@ -166,6 +180,25 @@ mod tests {
         assert_eq!(
             call(&app, "GET", "/readyz").await.0,
             StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[tokio::test]
+    async fn readiness_says_when_human_actions_are_refused() {
+        let health = Health {
+            admission: Arc::new(AdmissionGuard::fixed(Admission::Missing {
+                message: "ValidatingAdmissionPolicy x is missing".into(),
+            })),
+            ..health(Leadership::always())
+        };
+        health.readiness.expect(1);
+        health.readiness.mark_synced();
+        let (status, body) = call(&router(health, None), "GET", "/readyz").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            "ok (leader); admission policies not in force, human actions are refused: \
+             ValidatingAdmissionPolicy x is missing\n"
         );
     }
 

@@ -25,7 +25,7 @@ use crate::alerts::{
     receiver::{Token, TokenError, TokenSource},
 };
 use crate::analysis::{Analyzer, Prometheus, PrometheusSettings, PrometheusSetupError};
-use crate::controller::{self, Readiness, Services, Settings, Shutdown, Stats};
+use crate::controller::{self, AdmissionGuard, Readiness, Services, Settings, Shutdown, Stats};
 use crate::leader::{Election, Leadership, LeaseSettings, MIN_LEASE_DURATION};
 use crate::metrics::Metrics;
 
@@ -117,6 +117,19 @@ pub struct RunOptions {
     /// This replica's identity in the Lease and in Events; by default HOSTNAME-PID.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Apply human actions even when Switchyard's admission policies are not installed.
+    /// Dangerous: without them nothing vouches for the user recorded in an action, so
+    /// anyone who may patch a wave or plan can approve or roll back as anyone. Only for
+    /// clusters that enforce the same rules some other way.
+    #[arg(
+        long,
+        env = "SWITCHYARD_TRUST_ACTIONS_WITHOUT_ADMISSION_POLICIES",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        value_name = "true|false"
+    )]
+    pub trust_actions_without_admission_policies: bool,
     /// The Prometheus base URL for analysis and gates, e.g. http://prometheus:9090.
     /// Without it, every metric counts as an Error, which pauses waves by default.
     #[arg(long, env = "SWITCHYARD_PROMETHEUS_URL")]
@@ -297,6 +310,15 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         metrics: metrics.clone(),
         leadership: leadership.clone(),
         readiness: Arc::new(Readiness::default()),
+        admission: Arc::new(if options.trust_actions_without_admission_policies {
+            warn!(
+                "--trust-actions-without-admission-policies: recorded identities are believed \
+                 without Switchyard's admission policies; anyone who may patch a wave can act as anyone"
+            );
+            AdmissionGuard::trusting()
+        } else {
+            AdmissionGuard::checking()
+        }),
     };
     let receiver = match receiver_token_source(&options) {
         Some(source) => Some((
@@ -313,6 +335,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         crate::http::Health {
             metrics: metrics.clone(),
             readiness: services.readiness.clone(),
+            admission: services.admission.clone(),
             leadership: leadership.clone(),
             stopping: stopping.clone(),
         },

@@ -29,6 +29,9 @@ pub struct ServiceRef {
     pub port: i32,
 }
 
+/// A group name, exactly as the API server authenticates it.
+pub type GroupName = String;
+
 /// A set of users and groups, as the API server authenticates them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

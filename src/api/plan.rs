@@ -121,9 +121,11 @@ pub struct CutoverPlanSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisSpec>,
     /// Human actions on this plan (passing manual gates), in the order they were made.
-    /// Append-only; admission checks that each new entry records the requesting user.
+    /// Append-only, one entry per request; admission checks that each new entry records
+    /// the requesting user and groups. The operator removes entries it has processed
+    /// once there are many (see the `switchyard.dev/actions-compacted` annotation).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 512))]
+    #[schemars(length(max = 1024))]
     pub actions: Vec<PlanAction>,
 }
 
@@ -333,12 +335,18 @@ pub struct PlanAction {
     /// authenticated them. Admission rejects an entry whose user is not the requester.
     #[schemars(length(min = 1, max = 253))]
     pub user: String,
+    /// The groups of the person who made this action, exactly as the API server
+    /// authenticated them. Admission rejects an entry whose groups are not the
+    /// requester's, so the operator can check authority itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub groups: Vec<super::common::GroupName>,
     /// The manual gate being passed.
     #[schemars(length(min = 1, max = 63))]
     pub gate: String,
     /// A free-text note, for example the rehearsal report's link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024))]
+    #[schemars(length(max = 512))]
     pub message: Option<String>,
 }
 

@@ -89,10 +89,14 @@ pub struct MigrationWaveSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<AlertSpec>,
     /// Human actions on this wave (approve, pause, resume, rollback, retry), in the order
-    /// they were made. Append-only: `kubectl wave` adds entries, and admission checks
-    /// that each new entry records the requesting user.
+    /// they were made. Append-only, one entry per request: `kubectl wave` adds entries,
+    /// and admission checks that each new entry records the requesting user, their
+    /// groups and the plan's UID. The operator removes entries it has processed once
+    /// there are many (see the `switchyard.dev/actions-compacted` annotation), so that
+    /// a pause or a rollback can always be recorded. The last slots are kept for Pause
+    /// and Rollback.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 512))]
+    #[schemars(length(max = 1024))]
     pub actions: Vec<WaveAction>,
 }
 
@@ -186,13 +190,26 @@ pub struct WaveAction {
     /// authenticated them. Admission rejects an entry whose user is not the requester.
     #[schemars(length(min = 1, max = 253))]
     pub user: String,
+    /// The groups of the person who made this action, exactly as the API server
+    /// authenticated them (`kubectl auth whoami`). Admission rejects an entry whose
+    /// groups are not the requester's, so the operator can check authority itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub groups: Vec<super::common::GroupName>,
+    /// The UID of the wave's CutoverPlan when the action was recorded. Admission checks
+    /// it against the plan it authorised the action with; the operator applies an action
+    /// only while that plan still exists, so an action recorded before its plan did
+    /// never takes effect.
+    #[serde(default, rename = "planUID", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub plan_uid: Option<String>,
     /// For Approve: the index of the approval step being approved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 63))]
     pub step: Option<i32>,
     /// A free-text note: the approval message, or the reason for a rollback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024))]
+    #[schemars(length(max = 512))]
     pub message: Option<String>,
 }
 

@@ -76,12 +76,32 @@ pub struct Recorded<A: Serialize> {
     pub index: usize,
 }
 
+/// Who acts, as the API server authenticates them (a SelfSubjectReview). Admission
+/// checks that an entry records exactly this.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    /// The username.
+    pub user: String,
+    /// The groups.
+    pub groups: Vec<String>,
+}
+
+/// The first entry of `spec.actions` the operator has not processed yet.
+fn first_pending(meta: &kube::api::ObjectMeta, processed: i32, len: usize) -> usize {
+    crate::engine::action_log::first_unprocessed(
+        processed,
+        crate::engine::action_log::compacted_of(meta.annotations.as_ref()),
+        len,
+    )
+}
+
 /// Checks `command` against the wave's state and builds the entry that records it for
-/// `user`.
+/// `who`, under the wave's plan, whose UID is `plan_uid`.
 pub fn wave_action(
     wave: &MigrationWave,
     command: &WaveCommand,
-    user: &str,
+    who: &Identity,
+    plan_uid: &str,
 ) -> Result<WaveAction, ActionError> {
     let status = wave.status.clone().unwrap_or_default();
     let name = wave.metadata.name.as_deref().unwrap_or_default();
@@ -98,7 +118,9 @@ pub fn wave_action(
     };
     let entry = |action: WaveActionType, step: Option<i32>, message: &Option<String>| WaveAction {
         action,
-        user: user.to_owned(),
+        user: who.user.clone(),
+        groups: who.groups.clone(),
+        plan_uid: Some(plan_uid.to_owned()),
         step,
         message: message.clone().filter(|m| !m.is_empty()),
     };
@@ -106,7 +128,11 @@ pub fn wave_action(
         .spec
         .actions
         .iter()
-        .skip(usize::try_from(status.actions_processed).unwrap_or(0))
+        .skip(first_pending(
+            &wave.metadata,
+            status.actions_processed,
+            wave.spec.actions.len(),
+        ))
         .collect();
     let action = match command {
         WaveCommand::Approve { step, message } => {
@@ -201,11 +227,11 @@ fn manually_paused(status: &crate::api::MigrationWaveStatus) -> bool {
 }
 
 /// Checks that `gate` is a manual gate of the plan not yet passed, and builds the entry
-/// that passes it for `user`.
+/// that passes it for `who`.
 pub fn pass_gate(
     plan: &CutoverPlan,
     gate: &str,
-    user: &str,
+    who: &Identity,
     message: Option<String>,
 ) -> Result<PlanAction, ActionError> {
     let name = plan.metadata.name.as_deref().unwrap_or_default();
@@ -242,7 +268,11 @@ pub fn pass_gate(
         .spec
         .actions
         .iter()
-        .skip(usize::try_from(status.actions_processed).unwrap_or(0))
+        .skip(first_pending(
+            &plan.metadata,
+            status.actions_processed,
+            plan.spec.actions.len(),
+        ))
         .find(|a| a.gate == gate)
     {
         return Err(ActionError::AlreadyRequested(format!(
@@ -252,7 +282,8 @@ pub fn pass_gate(
     }
     Ok(PlanAction {
         action: PlanActionType::PassGate,
-        user: user.to_owned(),
+        user: who.user.clone(),
+        groups: who.groups.clone(),
         gate: gate.to_owned(),
         message: message.filter(|m| !m.is_empty()),
     })
@@ -280,6 +311,13 @@ pub fn append_patch(entry: &impl Serialize, existing: usize, resource_version: &
 mod tests {
     use super::*;
 
+    fn alice() -> Identity {
+        Identity {
+            user: "alice".into(),
+            groups: vec!["release-managers".into()],
+        }
+    }
+
     fn wave(yaml: &str) -> MigrationWave {
         serde_yaml::from_str(yaml).unwrap()
     }
@@ -303,11 +341,14 @@ status: { phase: AwaitingApproval, stepIndex: 1, targetWeight: 10, actionsProces
                 step: None,
                 message: Some("go".into()),
             },
-            "alice",
+            &alice(),
+            "plan-uid",
         )
         .unwrap();
         assert_eq!(action.step, Some(1));
         assert_eq!(action.user, "alice");
+        assert_eq!(action.groups, vec!["release-managers".to_owned()]);
+        assert_eq!(action.plan_uid.as_deref(), Some("plan-uid"));
         assert_eq!(action.message.as_deref(), Some("go"));
     }
 
@@ -319,7 +360,8 @@ status: { phase: AwaitingApproval, stepIndex: 1, targetWeight: 10, actionsProces
                 step: Some(2),
                 message: None,
             },
-            "alice",
+            &alice(),
+            "plan-uid",
         )
         .unwrap_err();
         assert_eq!(
@@ -334,6 +376,8 @@ status: { phase: AwaitingApproval, stepIndex: 1, targetWeight: 10, actionsProces
         w.spec.actions.push(WaveAction {
             action: WaveActionType::Approve,
             user: "bob".into(),
+            groups: Vec::new(),
+            plan_uid: None,
             step: Some(1),
             message: None,
         });
@@ -343,7 +387,8 @@ status: { phase: AwaitingApproval, stepIndex: 1, targetWeight: 10, actionsProces
                 step: None,
                 message: None,
             },
-            "alice",
+            &alice(),
+            "plan-uid",
         )
         .unwrap_err();
         assert!(matches!(err, ActionError::AlreadyRequested(_)), "{err}");
@@ -354,14 +399,16 @@ status: { phase: AwaitingApproval, stepIndex: 1, targetWeight: 10, actionsProces
         let err = wave_action(
             &wave(AT_APPROVAL),
             &WaveCommand::Retry { message: None },
-            "alice",
+            &alice(),
+            "plan-uid",
         )
         .unwrap_err();
         assert!(err.to_string().starts_with("nothing to retry"), "{err}");
         let err = wave_action(
             &wave(AT_APPROVAL),
             &WaveCommand::Resume { message: None },
-            "alice",
+            &alice(),
+            "plan-uid",
         )
         .unwrap_err();
         assert!(err.to_string().starts_with("nothing to resume"), "{err}");
@@ -372,6 +419,8 @@ status: { phase: AwaitingApproval, stepIndex: 1, targetWeight: 10, actionsProces
         let entry = WaveAction {
             action: WaveActionType::Pause,
             user: "alice".into(),
+            groups: Vec::new(),
+            plan_uid: None,
             step: None,
             message: None,
         };

@@ -285,10 +285,12 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
                 },
         } => ctx.pass_gate(&plan, &gate, message, out).await,
         Command::Whoami => {
-            let user = whoami(&ctx.client).await?;
-            ctx.emit(out, &serde_json::json!({ "username": user }), || {
-                format!("{user}\n")
-            })
+            let who = whoami(&ctx.client).await?;
+            ctx.emit(
+                out,
+                &serde_json::json!({ "username": who.user, "groups": who.groups }),
+                || format!("{}\n", who.user),
+            )
         }
     }
 }
@@ -313,21 +315,22 @@ async fn load_config(cli: &Cli) -> Result<Config, CliError> {
     }
 }
 
-/// The caller's username, as the API server authenticates them.
-pub async fn whoami(client: &Client) -> Result<String, CliError> {
+/// The caller's username and groups, as the API server authenticates them.
+pub async fn whoami(client: &Client) -> Result<act::Identity, CliError> {
     let review = Api::<SelfSubjectReview>::all(client.clone())
         .create(&PostParams::default(), &SelfSubjectReview::default())
         .await
         .map_err(CliError::Identity)?;
-    review
-        .status
-        .and_then(|s| s.user_info)
-        .and_then(|u| u.username)
-        .ok_or_else(|| {
-            CliError::Identity(kube::Error::Service(
-                "the SelfSubjectReview came back without a username".into(),
-            ))
-        })
+    let info = review.status.and_then(|s| s.user_info).unwrap_or_default();
+    let user = info.username.ok_or_else(|| {
+        CliError::Identity(kube::Error::Service(
+            "the SelfSubjectReview came back without a username".into(),
+        ))
+    })?;
+    Ok(act::Identity {
+        user,
+        groups: info.groups.unwrap_or_default(),
+    })
 }
 
 struct Ctx {
@@ -663,13 +666,25 @@ impl Ctx {
         command: WaveCommand,
         out: &mut dyn Write,
     ) -> Result<(), CliError> {
-        let user = whoami(&self.client).await?;
-        self.get_wave(name).await?;
+        let who = whoami(&self.client).await?;
+        let user = who.user.clone();
+        let wave = self.get_wave(name).await?;
+        // An action takes effect only under the plan it was recorded for, so it names
+        // the plan's UID; without a plan, nobody can be authorised.
+        let plan = self
+            .get_plan(&wave.spec.plan)
+            .await?
+            .ok_or_else(|| CliError::NotFound {
+                kind: "CutoverPlan",
+                name: wave.spec.plan.clone(),
+                namespace: self.namespace.clone(),
+            })?;
+        let plan_uid = plan.metadata.uid.clone().unwrap_or_default();
         self.check_permitted(&user, WAVES, name).await?;
         let (entry, index) = self
             .append_action(self.waves(), WAVES, name, &user, |wave: &MigrationWave| {
                 Ok((
-                    act::wave_action(wave, &command, &user)?,
+                    act::wave_action(wave, &command, &who, &plan_uid)?,
                     wave.spec.actions.len(),
                 ))
             })
@@ -695,7 +710,8 @@ impl Ctx {
         message: Option<String>,
         out: &mut dyn Write,
     ) -> Result<(), CliError> {
-        let user = whoami(&self.client).await?;
+        let who = whoami(&self.client).await?;
+        let user = who.user.clone();
         self.get_plan(name)
             .await?
             .ok_or_else(|| CliError::NotFound {
@@ -707,7 +723,7 @@ impl Ctx {
         let (entry, index) = self
             .append_action(self.plans(), PLANS, name, &user, |plan: &CutoverPlan| {
                 Ok((
-                    act::pass_gate(plan, gate, &user, message.clone())?,
+                    act::pass_gate(plan, gate, &who, message.clone())?,
                     plan.spec.actions.len(),
                 ))
             })

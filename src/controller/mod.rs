@@ -5,11 +5,14 @@
 //! requeues at the engine's next deadline. Only `observe`, `apply` and `record` talk to
 //! the API server.
 
+mod admission_guard;
 mod caches;
+mod compaction;
 mod errors;
 pub mod plan;
 pub mod wave;
 
+pub use admission_guard::AdmissionGuard;
 pub use caches::Readiness;
 use caches::{Cache, cache, shared_cache};
 pub use errors::{ErrorCategory, NotLeader};
@@ -191,6 +194,8 @@ pub struct Services {
     pub leadership: Leadership,
     /// Whether the controllers' caches have synced.
     pub readiness: Arc<Readiness>,
+    /// Whether Switchyard's admission policies vouch for recorded actions.
+    pub admission: Arc<AdmissionGuard>,
 }
 
 impl Default for Services {
@@ -205,6 +210,7 @@ impl Default for Services {
             metrics,
             leadership: Leadership::default(),
             readiness: Arc::default(),
+            admission: Arc::default(),
         }
     }
 }
@@ -332,6 +338,11 @@ pub async fn run(client: Client, settings: Settings, services: Services) {
 pub async fn run_until(client: Client, settings: Settings, services: Services, shutdown: Shutdown) {
     let scopes = settings.scopes();
     services.readiness.expect(scopes.len() * CACHES_PER_SCOPE);
+    let guard = services.admission.clone().watch(client.clone());
+    let guard = async move {
+        guard.await;
+        std::future::pending::<()>().await
+    };
     let runs = scopes.into_iter().map(|scope| {
         let (client, settings, services, shutdown) = (
             client.clone(),
@@ -381,7 +392,11 @@ pub async fn run_until(client: Client, settings: Settings, services: Services, s
             );
         }
     });
-    futures::future::join_all(runs).await;
+    // The guard's watch never ends by itself; the controllers end at shutdown.
+    tokio::select! {
+        _ = futures::future::join_all(runs) => {}
+        () = guard => {}
+    }
 }
 
 #[cfg(test)]

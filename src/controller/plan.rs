@@ -25,7 +25,7 @@ use super::{Cache, Context, ErrorCategory, NotLeader, Services, Settings, Shutdo
 use crate::analysis::{self, EffectiveAnalysis, EffectiveMetric};
 use crate::api::{CutoverPlan, CutoverPlanStatus, Metric, MetricStatus, MigrationWave};
 use crate::engine::{
-    MetricPolicy,
+    MetricPolicy, action_log,
     plan::{GateObservation, PlanDecision, PlanObservations, decide_plan, wave_views},
 };
 
@@ -101,6 +101,7 @@ pub(crate) async fn run(
     let plans: Api<CutoverPlan> = super::wave::scoped(&client, scope.as_deref());
     let (plan_cache, plan_events) = super::cache(plans, services.readiness.clone());
     let gained = services.leadership.gained();
+    let admission_changes = services.admission.changes();
     let waves_synced = waves.cache.first_synced();
     let deleted = futures::stream::unfold(waves.deleted, |mut deleted| async move {
         deleted.recv().await.map(|plan| (plan, deleted))
@@ -116,6 +117,9 @@ pub(crate) async fn run(
         // A replica that becomes the leader reconciles every plan: as a standby it left
         // them all to the leader.
         .reconcile_all_on(gained)
+        // Whether actions may take effect changed: judge the waiting ones, and update
+        // the plans' AdmissionPolicies condition.
+        .reconcile_all_on(admission_changes)
         .reconcile_all_on(waves_synced)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
@@ -204,9 +208,18 @@ async fn apply(plan: &CutoverPlan, ctx: &PlanContext, deleting: bool) -> Result<
         gates,
         next_gate_evaluation_at,
         deleting,
+        admission: ctx.inner.services.admission.current(),
+        actions_compacted: action_log::compacted_of(plan.metadata.annotations.as_ref()),
     };
     let decision = decide_plan(&plan.spec, &status, &observations, now);
     record(plan, &status, &decision, &ctx.inner).await?;
+    if decision.status == status
+        && let Some(compaction) = decision.compact
+    {
+        super::compaction::compact(&ctx.inner, plan, &plan.spec.actions, compaction)
+            .await
+            .map_err(|err| Error::Status(Box::new(err)))?;
+    }
     if deleting {
         if decision.may_finish_deletion {
             info!(plan = %name, "every active wave is back on legacy; the plan may go");

@@ -20,7 +20,8 @@ use tracing::{debug, info, warn};
 use super::{Cache, Context, ErrorCategory, NotLeader, Services, Settings, Shutdown, Stats};
 use crate::analysis;
 use crate::api::{CutoverPlan, MigrationWave, MigrationWaveStatus, WavePhase};
-use crate::engine::{self, Decision, Observations, Problem, RoutingIntent};
+use crate::engine::authority::{Authority, PlanAuthority};
+use crate::engine::{self, Decision, Observations, Problem, RoutingIntent, action_log};
 use crate::metrics::RollbackCause;
 use crate::routing::{
     ConfigMapRouter, GatewayRouter, HTTPRoute, MANAGED_BY, MANAGED_BY_LABEL, Router, RouterConfig,
@@ -123,6 +124,7 @@ pub(crate) async fn run(
     let routes: Api<HTTPRoute> = scoped(&client, scope.as_deref());
     let alerts = services.alerts.subscribe();
     let gained = services.leadership.gained();
+    let admission_changes = services.admission.changes();
     let context = Arc::new(Context::new(client, &settings, services));
 
     let store = waves.store();
@@ -159,6 +161,9 @@ pub(crate) async fn run(
         // A replica that becomes the leader reconciles every wave: as a standby it
         // left them all to the leader.
         .reconcile_all_on(gained)
+        // Whether actions may take effect changed: judge the waiting ones, and update
+        // the plans' AdmissionPolicies condition.
+        .reconcile_all_on(admission_changes)
         .graceful_shutdown_on(shutdown);
     if settings.gateway_api {
         controller = controller.owns(
@@ -347,6 +352,13 @@ async fn apply(wave: &MigrationWave, ctx: &Context) -> Result<Action, Error> {
         return Err(err);
     }
     record(wave, &status, &recorded, &decision, ctx).await?;
+    if recorded == status
+        && let Some(compaction) = decision.compact
+    {
+        super::compaction::compact(ctx, wave, &wave.spec.actions, compaction)
+            .await
+            .map_err(|err| Error::Status(Box::new(err)))?;
+    }
     Ok(next_action(&decision, &observations, now))
 }
 
@@ -382,6 +394,11 @@ async fn observe(
     let mut observations = Observations {
         generation: wave.metadata.generation,
         firing_alerts: ctx.services.alerts.firing(),
+        authority: Authority {
+            admission: ctx.services.admission.current(),
+            plan: None,
+        },
+        actions_compacted: action_log::compacted_of(wave.metadata.annotations.as_ref()),
         ..Observations::default()
     };
     let plans: Api<CutoverPlan> = Api::namespaced(client.clone(), &namespace);
@@ -401,6 +418,11 @@ async fn observe(
         });
         return Ok((observations, None));
     };
+    observations.authority.plan = Some(PlanAuthority::of(
+        &plan.name_any(),
+        plan.uid().as_deref().unwrap_or_default(),
+        &plan.spec,
+    ));
     let spec = &plan.spec;
     let problems = &mut observations.problems;
     if !spec.waves.iter().any(|w| w.name == name) {

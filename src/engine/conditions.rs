@@ -14,6 +14,8 @@ pub const PAUSED: &str = "Paused";
 pub const ROLLED_BACK: &str = "RolledBack";
 /// Condition: the wave's configuration (plan, backends, cohort keys) can be routed.
 pub const VALID: &str = "Valid";
+/// Whether Switchyard's admission policies are in force, so that human actions apply.
+pub const ADMISSION_POLICIES: &str = "AdmissionPolicies";
 
 /// Reasons, shared by conditions, history entries and Events.
 pub mod reason {
@@ -44,6 +46,11 @@ pub mod reason {
     pub const NOT_PAUSED: &str = "NotPaused";
     pub const NOT_ROLLED_BACK: &str = "NotRolledBack";
     pub const INVALID_CONFIGURATION: &str = "InvalidConfiguration";
+    /// A human action whose author was not authorised, or could not be shown to be.
+    pub const NOT_AUTHORISED: &str = "NotAuthorised";
+    pub const POLICIES_IN_FORCE: &str = "PoliciesInForce";
+    pub const POLICIES_NOT_REQUIRED: &str = "PoliciesNotRequired";
+    pub const POLICIES_MISSING: &str = "PoliciesMissing";
 }
 
 /// History events (the `event` field of a history entry, and the Event reason).
@@ -58,6 +65,8 @@ pub mod event {
     pub const LEGACY_RETIRED: &str = "LegacyRetired";
     pub const COMPLETED: &str = "Completed";
     pub const ACTION_IGNORED: &str = "ActionIgnored";
+    /// A human action that did not take effect: its author was not authorised.
+    pub const ACTION_REFUSED: &str = "ActionRefused";
     pub const METRIC_BREACHED: &str = "MetricBreached";
     pub const INVALID: &str = "Invalid";
 }

@@ -16,6 +16,8 @@ pub struct Decision {
     pub events: Vec<EngineEvent>,
     /// When to reconcile again, if anything is due by time alone.
     pub requeue_at: Option<Timestamp>,
+    /// Processed entries to remove from `spec.actions`, once the status is written.
+    pub compact: Option<super::action_log::Compaction>,
 }
 
 /// What to do with the cohort's routing.

@@ -6,6 +6,8 @@
 //! wave's lifecycle is tested here, by table tests and property tests of the invariants
 //! in DESIGN.md §4.
 
+pub mod action_log;
+pub mod authority;
 pub mod conditions;
 mod decision;
 pub mod freeze;

@@ -23,6 +23,10 @@ pub struct Observations {
     pub next_evaluation_at: Option<Timestamp>,
     /// Alerts firing now (all of them; the engine matches them against the wave).
     pub firing_alerts: Vec<FiringAlert>,
+    /// What human actions are judged against.
+    pub authority: super::authority::Authority,
+    /// Entries removed from `spec.actions` so far (the `actions-compacted` annotation).
+    pub actions_compacted: u64,
 }
 
 /// What the plan allows this wave to do now.

@@ -17,8 +17,10 @@ use super::observations::{Hold, MetricOutcome, PlanPermission, PlanRollback};
 use super::whole_seconds;
 use crate::api::{
     CutoverPlanSpec, CutoverPlanStatus, FreezeStatus, GateFailAction, GateStatus, HistoryEntry,
-    OnWaveFailure, PlanActionType, PlanPhase, WavePhase, WaveSummary,
+    OnWaveFailure, PlanPhase, WavePhase, WaveSummary,
 };
+use super::action_log::{self, Compaction};
+use super::authority::{self, Admission};
 
 /// Constant hold reasons in `status.waves[].heldBy`.
 pub mod held_by {
@@ -106,6 +108,10 @@ pub struct PlanObservations {
     pub next_gate_evaluation_at: Option<Timestamp>,
     /// The plan is being deleted.
     pub deleting: bool,
+    /// Whether admission vouches for the identities recorded in `spec.actions`.
+    pub admission: Admission,
+    /// Entries removed from `spec.actions` so far (the `actions-compacted` annotation).
+    pub actions_compacted: u64,
 }
 
 /// The plan engine's answer.
@@ -119,6 +125,8 @@ pub struct PlanDecision {
     pub requeue_at: Option<Timestamp>,
     /// Deleting, and every started wave is back on legacy: the deletion may finish.
     pub may_finish_deletion: bool,
+    /// Processed entries to remove from `spec.actions`, once the status is written.
+    pub compact: Option<Compaction>,
 }
 
 const MAX_HISTORY: usize = 50;
@@ -159,56 +167,60 @@ pub fn decide_plan(
             });
         };
 
-    // Manual gate passes, recorded once each.
-    let total_actions = spec.actions.len();
-    let start = usize::try_from(next.actions_processed)
-        .unwrap_or(0)
-        .min(total_actions);
-    for action in &spec.actions[start..] {
-        if action.action == PlanActionType::PassGate {
-            let known = spec
-                .readiness_gates
-                .iter()
-                .any(|g| g.name == action.gate && g.manual.is_some());
-            let message = if known {
-                format!(
-                    "gate {} passed{}",
-                    action.gate,
-                    action
-                        .message
-                        .as_deref()
-                        .map(|m| format!(": {m}"))
-                        .unwrap_or_default()
-                )
-            } else {
-                format!(
-                    "gate {} is not a manual gate of this plan; ignored",
-                    action.gate
-                )
-            };
-            let event = if known { "GatePassed" } else { "ActionIgnored" };
-            record(
-                &mut next.history,
-                EventKind::Normal,
-                event,
-                &action.user,
-                message,
-            );
+    // Manual gate passes, judged and recorded once each. A pass is kept in the gate's
+    // status, not looked up in the log again: it counts only for the gate as it stood
+    // when the pass was processed, and survives the log's compaction.
+    let mut passes: BTreeMap<&str, &str> = BTreeMap::new();
+    if observations.admission.is_known() {
+        let total_actions = spec.actions.len();
+        let start = action_log::first_unprocessed(
+            next.actions_processed,
+            observations.actions_compacted,
+            total_actions,
+        );
+        for action in &spec.actions[start..] {
+            match authority::check_gate_pass(action, spec, &observations.admission) {
+                Ok(()) => {
+                    passes.insert(&action.gate, &action.user);
+                    let message = format!(
+                        "gate {} passed{}",
+                        action.gate,
+                        action
+                            .message
+                            .as_deref()
+                            .map(|m| format!(": {m}"))
+                            .unwrap_or_default()
+                    );
+                    record(
+                        &mut next.history,
+                        EventKind::Normal,
+                        "GatePassed",
+                        &action.user,
+                        message,
+                    );
+                }
+                Err(refusal) => record(
+                    &mut next.history,
+                    EventKind::Warning,
+                    crate::engine::conditions::event::ACTION_REFUSED,
+                    &action.user,
+                    format!("PassGate refused: {}", refusal.0),
+                ),
+            }
         }
+        let processed = observations.actions_compacted + total_actions as u64;
+        next.actions_processed = i32::try_from(processed).unwrap_or(i32::MAX);
     }
-    next.actions_processed = total_actions as i32;
 
     // Gates.
     let mut gates = Vec::with_capacity(spec.readiness_gates.len());
     for gate in &spec.readiness_gates {
         let previous = status.gates.iter().find(|g| g.name == gate.name);
         let gate_status = if gate.manual.is_some() {
-            let passed_by = spec
-                .actions
-                .iter()
-                .rev()
-                .find(|a| a.action == PlanActionType::PassGate && a.gate == gate.name)
-                .map(|a| a.user.clone());
+            let passed_by = passes
+                .get(gate.name.as_str())
+                .map(|user| (*user).to_owned())
+                .or_else(|| previous.and_then(|p| p.passed_by.clone()));
             GateStatus {
                 name: gate.name.clone(),
                 passing: passed_by.is_some(),
@@ -561,16 +573,68 @@ pub fn decide_plan(
         );
     }
 
+    if let Some((in_force, why, message)) = admission_condition(&observations.admission) {
+        let flipped = cond::set(
+            &mut next.conditions,
+            cond::ADMISSION_POLICIES,
+            in_force,
+            why,
+            message.clone(),
+            generation,
+            now,
+        );
+        if flipped && !in_force {
+            record(
+                &mut next.history,
+                EventKind::Warning,
+                why,
+                cond::ACTOR_SWITCHYARD,
+                message,
+            );
+        }
+    }
+
     let overflow = next.history.len().saturating_sub(MAX_HISTORY);
     next.history.drain(..overflow);
     let may_finish_deletion =
         observations.deleting && !observations.waves.iter().any(WaveView::active);
+    // Only entries the stored status already counts as processed (see the wave engine).
+    let compact = action_log::compaction_due(
+        status.actions_processed,
+        observations.actions_compacted,
+        spec.actions.len(),
+    );
     PlanDecision {
         status: next,
         events,
         // A gate evaluation already due asks for a prompt look, never a stale deadline.
         requeue_at: requeue.into_iter().map(|t| t.max(now)).min(),
         may_finish_deletion,
+        compact,
+    }
+}
+
+/// The AdmissionPolicies condition: whether human actions can take effect, and why.
+fn admission_condition(admission: &Admission) -> Option<(bool, &'static str, String)> {
+    match admission {
+        Admission::Unknown => None,
+        Admission::Verified => Some((
+            true,
+            cond::reason::POLICIES_IN_FORCE,
+            "Switchyard's admission policies are installed and current".into(),
+        )),
+        Admission::Trusted => Some((
+            true,
+            cond::reason::POLICIES_NOT_REQUIRED,
+            "the operator trusts recorded identities without admission policies \
+             (--trust-actions-without-admission-policies)"
+                .into(),
+        )),
+        Admission::Missing { message } => Some((
+            false,
+            cond::reason::POLICIES_MISSING,
+            format!("human actions are refused until Switchyard's admission policies are installed: {message}"),
+        )),
     }
 }
 

@@ -5,7 +5,9 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::authority::{self, Refusal};
 use super::conditions::{self as cond, event, reason};
+use super::action_log;
 use super::decision::{Decision, EngineEvent, EventKind, RoutingIntent};
 use super::observations::{FiringAlert, MetricOutcome, Observations, Problem};
 use super::whole_seconds;
@@ -284,13 +286,37 @@ impl Wave<'_> {
         );
     }
 
+    /// Records an action that did not take effect because its author was not
+    /// authorised, or authority could not be established.
+    fn refuse(&mut self, actor: &str, what: WaveActionType, refusal: Refusal) {
+        self.record(
+            EventKind::Warning,
+            event::ACTION_REFUSED,
+            Some(reason::NOT_AUTHORISED),
+            actor,
+            format!("{what:?} refused: {}", refusal.0),
+        );
+    }
+
     fn apply_actions(&mut self) {
+        // Until the operator knows whether admission vouches for recorded identities,
+        // actions wait: judging them now could refuse good ones or apply forged ones.
+        if !self.obs.authority.admission.is_known() {
+            return;
+        }
         let total = self.spec.actions.len();
-        let start = usize::try_from(self.status.actions_processed)
-            .unwrap_or(0)
-            .min(total);
+        let start = action_log::first_unprocessed(
+            self.status.actions_processed,
+            self.obs.actions_compacted,
+            total,
+        );
         for action in &self.spec.actions[start..] {
             let user = action.user.as_str();
+            if let Err(refusal) = authority::check_wave_action(action, self.spec, &self.obs.authority)
+            {
+                self.refuse(user, action.action, refusal);
+                continue;
+            }
             let message = action.message.clone().unwrap_or_default();
             let phase = self.phase();
             match action.action {
@@ -343,7 +369,8 @@ impl Wave<'_> {
                 }
             }
         }
-        self.status.actions_processed = total as i32;
+        let processed = self.obs.actions_compacted + total as u64;
+        self.status.actions_processed = i32::try_from(processed).unwrap_or(i32::MAX);
     }
 
     /// A firing alert whose labels include all of the wave's `alerts.matchLabels`.
@@ -824,6 +851,13 @@ pub fn decide(
     now: Timestamp,
 ) -> Decision {
     let now = whole_seconds(now);
+    // Compaction drops entries that the stored status already counts as processed, in
+    // a write guarded by the resourceVersion this decision was made on.
+    let compact = action_log::compaction_due(
+        status.actions_processed,
+        observations.actions_compacted,
+        spec.actions.len(),
+    );
     let mut problems = observations.problems.clone();
     let steps = match parse_steps(spec) {
         Ok(steps) => steps,
@@ -926,5 +960,6 @@ pub fn decide(
         status: wave.status,
         events: wave.events,
         requeue_at,
+        compact,
     }
 }

@@ -12,6 +12,9 @@
 //! The operator itself never writes `spec.actions` (it writes status and finalizers), so
 //! it needs no exemption: its writes leave the list unchanged, which passes both rules.
 
+mod verify;
+pub use verify::verify;
+
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
@@ -128,6 +131,11 @@ fn wave_authority() -> ValidatingAdmissionPolicy {
                     "reason": "Forbidden"
                 },
                 {
+                    "expression": "!variables.ownPlan || variables.newActions.all(a, has(a.planUID) && a.planUID == params.metadata.uid)",
+                    "messageExpression": "'a new action must name the plan it is recorded under: write planUID: ' + params.metadata.uid + ' (CutoverPlan ' + params.metadata.name + ')'",
+                    "reason": "Forbidden"
+                },
+                {
                     "expression": "!variables.ownPlan || variables.approver || variables.authority || !variables.newActions.exists(a, a.type == 'Pause' || a.type == 'Resume')",
                     "messageExpression": "'only the approvers or the rollbackAuthority of CutoverPlan ' + params.metadata.name + ' may pause or resume a wave'",
                     "reason": "Forbidden"
@@ -165,6 +173,10 @@ fn gate_authority() -> ValidatingAdmissionPolicy {
                     format!("variables.newActions.filter(a, a.type == 'PassGate' && !({own} ? ({gate_member}) : variables.approver))")}),
             ]).collect::<Vec<_>>(),
             "validations": [{
+                "expression": "variables.newActions.all(a, a.type != 'PassGate' || (has(oldObject.spec.readinessGates) && oldObject.spec.readinessGates.exists(g, g.name == a.gate && has(g.manual))))",
+                "messageExpression": "'gate ' + variables.newActions.filter(a, a.type == 'PassGate')[0].gate + ' is not a manual readiness gate of CutoverPlan ' + object.metadata.name + ' as it stands; only existing manual gates can be passed'",
+                "reason": "Invalid"
+            }, {
                 "expression": "size(variables.deniedGates) == 0",
                 "messageExpression": format!(
                     "{denied_own} ? 'only the approvers of gate ' + {denied}.gate + ' of CutoverPlan ' + object.metadata.name + ' may pass it (' + {} + ')' : 'only the approvers of CutoverPlan ' + object.metadata.name + ' may pass a gate (' + {} + ')'",
@@ -177,15 +189,49 @@ fn gate_authority() -> ValidatingAdmissionPolicy {
     .expect("a valid ValidatingAdmissionPolicy")
 }
 
-/// The policies and their bindings, in apply order.
-pub fn all() -> (
-    Vec<ValidatingAdmissionPolicy>,
-    Vec<ValidatingAdmissionPolicyBinding>,
-) {
-    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+/// CEL: the map or list at `path` of `metadata`, or `empty` when unset.
+fn meta(object: &str, field: &str, empty: &str) -> String {
+    format!("(has({object}.metadata.{field}) ? {object}.metadata.{field} : {empty})")
+}
+
+/// CEL: the compaction count an object's annotation holds (0 when absent or garbled,
+/// so that a bad value cannot make every later request fail to evaluate).
+fn compacted(object: &str) -> String {
+    let annotations = meta(object, "annotations", "{}");
+    format!(
+        "('{COMPACTED}' in {annotations} && {annotations}['{COMPACTED}'].matches('^[0-9]{{1,12}}$') ? int({annotations}['{COMPACTED}']) : 0)"
+    )
+}
+
+const COMPACTED: &str = crate::engine::action_log::COMPACTED_ANNOTATION;
+
+/// Who may do what to the object itself, and what a new action must record.
+///
+/// - Editors (`update`) may change anything but recorded actions.
+/// - The operator (it may patch the status subresource; nobody else needs to) may add or
+///   remove Switchyard's finalizers and compact processed actions (drop a prefix it has
+///   processed, raising the `actions-compacted` annotation by as many).
+/// - Everyone else may only append one action per request: no other spec field, and no
+///   labels, annotations, finalizers or ownerReferences.
+fn actions_policy() -> ValidatingAdmissionPolicy {
+    let labels_same = format!("{} == {}", meta("object", "labels", "{}"), meta("oldObject", "labels", "{}"));
+    let annotations_same = format!("{} == {}", meta("object", "annotations", "{}"), meta("oldObject", "annotations", "{}"));
+    let finalizers_same = format!("{} == {}", meta("object", "finalizers", "[]"), meta("oldObject", "finalizers", "[]"));
+    let owners_same = format!("{} == {}", meta("object", "ownerReferences", "[]"), meta("oldObject", "ownerReferences", "[]"));
+    let (new_ann, old_ann) = (meta("object", "annotations", "{}"), meta("oldObject", "annotations", "{}"));
+    let annotations_same_but_compaction = format!(
+        "{new_ann}.all(k, k == '{COMPACTED}' || (k in {old_ann} && {new_ann}[k] == {old_ann}[k])) && {old_ann}.all(k, k == '{COMPACTED}' || k in {new_ann})"
+    );
+    let foreign = "filter(f, !f.startsWith('switchyard.dev/'))";
+    let finalizers_same_but_ours = format!(
+        "{}.{foreign} == {}.{foreign}",
+        meta("object", "finalizers", "[]"),
+        meta("oldObject", "finalizers", "[]")
+    );
+    serde_json::from_value(json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": ACTIONS_POLICY, "labels": {"app.kubernetes.io/part-of": "switchyard"}},
+        "metadata": {"name": ACTIONS_POLICY, "labels": labels()},
         "spec": {
             "failurePolicy": "Fail",
             "matchConstraints": {"resourceRules": [{
@@ -199,43 +245,72 @@ pub fn all() -> (
                 {"name": "oldActions", "expression": "oldObject != null && has(oldObject.spec.actions) ? oldObject.spec.actions : []"},
                 {"name": "appendOnly", "expression":
                     "size(variables.actions) >= size(variables.oldActions) && variables.actions.slice(0, size(variables.oldActions)) == variables.oldActions"},
+                {"name": "newActions", "expression":
+                    "variables.appendOnly ? variables.actions.slice(size(variables.oldActions), size(variables.actions)) : []"},
+                {"name": "mayEditSpec", "expression":
+                    "authorizer.group('switchyard.dev').resource(request.resource.resource).namespace(object.metadata.namespace).name(object.metadata.name).check('update').allowed()"},
+                {"name": "mayWriteStatus", "expression":
+                    "authorizer.group('switchyard.dev').resource(request.resource.resource).subresource('status').namespace(object.metadata.namespace).name(object.metadata.name).check('patch').allowed()"},
+                {"name": "dropped", "expression": format!("oldObject == null ? 0 : {} - {}", compacted("object"), compacted("oldObject"))},
+                {"name": "processedUncompacted", "expression": format!(
+                    "oldObject != null && has(oldObject.status) && has(oldObject.status.actionsProcessed) ? oldObject.status.actionsProcessed - {} : 0", compacted("oldObject"))},
+                {"name": "compaction", "expression":
+                    "variables.mayWriteStatus && variables.dropped > 0 && variables.dropped <= variables.processedUncompacted && variables.dropped <= size(variables.oldActions) && variables.actions == variables.oldActions.slice(variables.dropped, size(variables.oldActions))"},
                 {"name": "specUnchanged", "expression":
                     "oldObject == null || (object.spec.all(k, k == 'actions' || (k in oldObject.spec && object.spec[k] == oldObject.spec[k])) && oldObject.spec.all(k, k == 'actions' || k in object.spec))"},
-                {"name": "mayEditSpec", "expression":
-                    "authorizer.group('switchyard.dev').resource(request.resource.resource).namespace(object.metadata.namespace).name(object.metadata.name).check('update').allowed()"}
+                {"name": "metadataUnchanged", "expression": format!(
+                    "oldObject == null || ({labels_same} && {annotations_same} && {finalizers_same} && {owners_same})")},
+                {"name": "operatorMetadataOnly", "expression": format!(
+                    "oldObject != null && {labels_same} && {owners_same} && {annotations_same_but_compaction} && {finalizers_same_but_ours}")},
+                {"name": "groups", "expression": "has(request.userInfo.groups) ? request.userInfo.groups : []"},
             ],
             "validations": [
                 {
-                    "expression": "variables.appendOnly",
+                    "expression": "variables.appendOnly || variables.compaction",
                     "message": "spec.actions is append-only: recorded actions cannot be edited or removed; add a new entry instead",
                     "reason": "Forbidden"
                 },
                 {
-                    "expression": "!variables.appendOnly || variables.actions.slice(size(variables.oldActions), size(variables.actions)).all(a, a.user == request.userInfo.username)",
-                    "messageExpression": "'a new entry in spec.actions must record the requesting user: write user: ' + request.userInfo.username",
+                    "expression": "oldObject != null || size(variables.actions) == 0",
+                    "message": "spec.actions must be empty when the object is created: actions are recorded on an existing object (kubectl wave), so that admission can check them against it",
                     "reason": "Forbidden"
                 },
                 {
-                    "expression": "variables.specUnchanged || variables.mayEditSpec",
-                    "messageExpression": "'only users who may update ' + request.resource.resource + ' (the switchyard-editor role) may change the spec; ' + request.userInfo.username + ' may only append to spec.actions'",
+                    "expression": "size(variables.newActions) <= 1",
+                    "message": "spec.actions takes one new entry per request",
+                    "reason": "Forbidden"
+                },
+                {
+                    "expression": format!("size(variables.oldActions) < {} || variables.newActions.all(a, a.type == 'Pause' || a.type == 'Rollback')", crate::engine::action_log::RESERVED_FROM),
+                    "message": format!("spec.actions holds {} entries or more: the remaining slots are kept for Pause and Rollback until the operator compacts the log", crate::engine::action_log::RESERVED_FROM),
+                    "reason": "Forbidden"
+                },
+                {
+                    "expression": "variables.newActions.all(a, a.user == request.userInfo.username && (has(a.groups) ? a.groups : []).all(g, g in variables.groups) && variables.groups.all(g, g in (has(a.groups) ? a.groups : [])))",
+                    "messageExpression": "'a new entry in spec.actions must record the requesting user and groups exactly: write user: ' + request.userInfo.username + ' and groups: [' + variables.groups.join(', ') + ']'",
+                    "reason": "Forbidden"
+                },
+                {
+                    "expression": "variables.mayEditSpec || (variables.specUnchanged && (variables.metadataUnchanged || (variables.mayWriteStatus && variables.operatorMetadataOnly)))",
+                    "messageExpression": "'only users who may update ' + request.resource.resource + ' (the switchyard-editor role) may change the spec, labels, annotations, finalizers or ownerReferences; ' + request.userInfo.username + ' may only append to spec.actions'",
                     "reason": "Forbidden"
                 }
             ]
         }
     }))
-    .expect("a valid ValidatingAdmissionPolicy");
-    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": ACTIONS_POLICY, "labels": {"app.kubernetes.io/part-of": "switchyard"}},
-        "spec": {"policyName": ACTIONS_POLICY, "validationActions": ["Deny"]}
-    }))
-    .expect("a valid ValidatingAdmissionPolicyBinding");
+    .expect("a valid ValidatingAdmissionPolicy")
+}
+
+/// The policies and their bindings, in apply order.
+pub fn all() -> (
+    Vec<ValidatingAdmissionPolicy>,
+    Vec<ValidatingAdmissionPolicyBinding>,
+) {
     let plans_of_the_namespace = json!({"selector": {}, "parameterNotFoundAction": "Allow"});
     (
-        vec![policy, wave_authority(), gate_authority()],
+        vec![actions_policy(), wave_authority(), gate_authority()],
         vec![
-            binding,
+            binding_for(ACTIONS_POLICY, None),
             binding_for(WAVE_AUTHORITY_POLICY, Some(plans_of_the_namespace)),
             binding_for(GATE_AUTHORITY_POLICY, None),
         ],
