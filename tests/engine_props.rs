@@ -8,11 +8,12 @@ use proptest::prelude::*;
 use switchyard::{
     api::{
         AlertSpec, DurationString, FailureAction, MigrationWaveSpec, MigrationWaveStatus, Step,
-        TimedStep, WaveAction, WaveActionType, WavePhase,
+        Subjects, TimedStep, WaveAction, WaveActionType, WavePhase,
     },
     engine::{
         self, FiringAlert, Hold, MetricObservation, MetricOutcome, MetricPolicy, Observations,
         PlanPermission, PlanRollback, RoutingIntent,
+        authority::{Admission, Authority, PlanAuthority},
     },
 };
 
@@ -183,6 +184,23 @@ fn observations(event: &Event, now: Timestamp) -> Observations {
             })
             .into_iter()
             .collect(),
+        authority: Authority {
+            admission: Admission::Verified,
+            plan: Some(PlanAuthority {
+                uid: "plan-uid".into(),
+                name: "crm".into(),
+                approvers: Some(release_managers()),
+                rollback_authority: Some(release_managers()),
+            }),
+        },
+        actions_compacted: 0,
+    }
+}
+
+fn release_managers() -> Subjects {
+    Subjects {
+        users: Vec::new(),
+        groups: vec!["release-managers".into()],
     }
 }
 
@@ -202,6 +220,8 @@ fn action(human: &Human, status: &MigrationWaveStatus) -> Option<WaveAction> {
     Some(WaveAction {
         action: kind,
         user: "alice".into(),
+        groups: vec!["release-managers".into()],
+        plan_uid: Some("plan-uid".into()),
         step,
         message: None,
     })

@@ -111,6 +111,16 @@ struct Expect {
     attempt: Option<i32>,
 }
 
+/// The group the table's plan authorises for every action.
+const TABLE_ACTORS: &str = "table-actors";
+
+fn everyone_in_the_table() -> switchyard::api::Subjects {
+    switchyard::api::Subjects {
+        users: Vec::new(),
+        groups: vec![TABLE_ACTORS.into()],
+    }
+}
+
 fn observations(observe: &Observe, generation: i64) -> Observations {
     Observations {
         generation: Some(generation),
@@ -167,6 +177,16 @@ fn observations(observe: &Observe, generation: i64) -> Observations {
                 labels: labels.clone(),
             })
             .collect(),
+        authority: switchyard::engine::authority::Authority {
+            admission: switchyard::engine::authority::Admission::Verified,
+            plan: Some(switchyard::engine::authority::PlanAuthority {
+                uid: "plan-uid".into(),
+                name: "crm".into(),
+                approvers: Some(everyone_in_the_table()),
+                rollback_authority: Some(everyone_in_the_table()),
+            }),
+        },
+        actions_compacted: 0,
     }
 }
 
@@ -199,7 +219,17 @@ fn run(path: &Path) {
     let mut status = MigrationWaveStatus::default();
     for (n, tick) in scenario.ticks.iter().enumerate() {
         let at = format!("{name}, tick {n} at {}", tick.at);
-        spec.actions.extend(tick.actions.iter().cloned());
+        // The table's actions are recorded as admission vouches for them, under the
+        // plan's UID and with the group the plan authorises, unless a scenario says
+        // otherwise (to show a refusal).
+        spec.actions
+            .extend(tick.actions.iter().cloned().map(|mut a| {
+                if a.groups.is_empty() {
+                    a.groups = vec![TABLE_ACTORS.into()];
+                }
+                a.plan_uid.get_or_insert_with(|| "plan-uid".into());
+                a
+            }));
         let obs = observations(&tick.observe, 1);
         let decision = engine::decide(&spec, &status, &obs, tick.at);
         let got = &decision.status;

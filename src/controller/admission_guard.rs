@@ -116,10 +116,7 @@ impl AdmissionGuard {
         .boxed();
         let binding_events = reflector::reflector(
             binding_writer,
-            watcher(
-                Api::<ValidatingAdmissionPolicyBinding>::all(client),
-                config,
-            ),
+            watcher(Api::<ValidatingAdmissionPolicyBinding>::all(client), config),
         )
         .default_backoff()
         .map(|event| (1usize, event.map(|_| ())))
@@ -161,7 +158,17 @@ fn stores_ready(
     // A reflector's store is ready once its first complete list is in.
     let ready = |ready: Option<()>| ready.is_some();
     match which {
-        0 => ready(policies.wait_until_ready().now_or_never().and_then(Result::ok)),
-        _ => ready(bindings.wait_until_ready().now_or_never().and_then(Result::ok)),
+        0 => ready(
+            policies
+                .wait_until_ready()
+                .now_or_never()
+                .and_then(Result::ok),
+        ),
+        _ => ready(
+            bindings
+                .wait_until_ready()
+                .now_or_never()
+                .and_then(Result::ok),
+        ),
     }
 }

@@ -40,7 +40,11 @@ where
     });
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
     match api
-        .patch(&object.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            &object.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Ok(_) => {

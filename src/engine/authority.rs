@@ -74,6 +74,50 @@ impl PlanAuthority {
     }
 }
 
+/// The AdmissionPolicies condition: whether human actions can take effect, and why.
+pub fn condition(admission: &Admission) -> Option<(bool, &'static str, String)> {
+    match admission {
+        Admission::Unknown => None,
+        Admission::Verified => Some((
+            true,
+            super::conditions::reason::POLICIES_IN_FORCE,
+            "Switchyard's admission policies are installed and current".into(),
+        )),
+        Admission::Trusted => Some((
+            true,
+            super::conditions::reason::POLICIES_NOT_REQUIRED,
+            "the operator trusts recorded identities without admission policies \
+             (--trust-actions-without-admission-policies)"
+                .into(),
+        )),
+        Admission::Missing { message } => Some((
+            false,
+            super::conditions::reason::POLICIES_MISSING,
+            format!(
+                "human actions are refused until Switchyard's admission policies are installed: {message}"
+            ),
+        )),
+    }
+}
+
+/// When the last decision found the policies not in force (the `AdmissionPolicies`
+/// condition is False), entries not processed since may have been recorded without them,
+/// even if the policies are back now (the operator may have been down in between): the
+/// refusal they get. Fails closed; people record them again.
+pub fn was_missing(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> Option<Refusal> {
+    super::conditions::get(conditions, super::conditions::ADMISSION_POLICIES)
+        .filter(|c| c.status == "False")
+        .map(|_| {
+            Refusal(
+                "it may have been recorded while Switchyard's admission policies were not in \
+                 force, so its recorded identity cannot be trusted; record it again"
+                    .into(),
+            )
+        })
+}
+
 /// Why an action was refused, for people.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal(pub String);

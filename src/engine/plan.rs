@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::action_log::{self, Compaction};
+use super::authority::{self, Admission};
 use super::conditions::{self as cond};
 use super::decision::{EngineEvent, EventKind};
 use super::freeze::{self, FreezeState};
@@ -19,8 +21,6 @@ use crate::api::{
     CutoverPlanSpec, CutoverPlanStatus, FreezeStatus, GateFailAction, GateStatus, HistoryEntry,
     OnWaveFailure, PlanPhase, WavePhase, WaveSummary,
 };
-use super::action_log::{self, Compaction};
-use super::authority::{self, Admission};
 
 /// Constant hold reasons in `status.waves[].heldBy`.
 pub mod held_by {
@@ -171,6 +171,7 @@ pub fn decide_plan(
     // status, not looked up in the log again: it counts only for the gate as it stood
     // when the pass was processed, and survives the log's compaction.
     let mut passes: BTreeMap<&str, &str> = BTreeMap::new();
+    let distrusted = authority::was_missing(&status.conditions);
     if observations.admission.is_known() {
         let total_actions = spec.actions.len();
         let start = action_log::first_unprocessed(
@@ -179,7 +180,11 @@ pub fn decide_plan(
             total_actions,
         );
         for action in &spec.actions[start..] {
-            match authority::check_gate_pass(action, spec, &observations.admission) {
+            let judged = match &distrusted {
+                Some(refusal) => Err(refusal.clone()),
+                None => authority::check_gate_pass(action, spec, &observations.admission),
+            };
+            match judged {
                 Ok(()) => {
                     passes.insert(&action.gate, &action.user);
                     let message = format!(
@@ -573,7 +578,7 @@ pub fn decide_plan(
         );
     }
 
-    if let Some((in_force, why, message)) = admission_condition(&observations.admission) {
+    if let Some((in_force, why, message)) = authority::condition(&observations.admission) {
         let flipped = cond::set(
             &mut next.conditions,
             cond::ADMISSION_POLICIES,
@@ -611,30 +616,6 @@ pub fn decide_plan(
         requeue_at: requeue.into_iter().map(|t| t.max(now)).min(),
         may_finish_deletion,
         compact,
-    }
-}
-
-/// The AdmissionPolicies condition: whether human actions can take effect, and why.
-fn admission_condition(admission: &Admission) -> Option<(bool, &'static str, String)> {
-    match admission {
-        Admission::Unknown => None,
-        Admission::Verified => Some((
-            true,
-            cond::reason::POLICIES_IN_FORCE,
-            "Switchyard's admission policies are installed and current".into(),
-        )),
-        Admission::Trusted => Some((
-            true,
-            cond::reason::POLICIES_NOT_REQUIRED,
-            "the operator trusts recorded identities without admission policies \
-             (--trust-actions-without-admission-policies)"
-                .into(),
-        )),
-        Admission::Missing { message } => Some((
-            false,
-            cond::reason::POLICIES_MISSING,
-            format!("human actions are refused until Switchyard's admission policies are installed: {message}"),
-        )),
     }
 }
 

@@ -5,9 +5,9 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::action_log;
 use super::authority::{self, Refusal};
 use super::conditions::{self as cond, event, reason};
-use super::action_log;
 use super::decision::{Decision, EngineEvent, EventKind, RoutingIntent};
 use super::observations::{FiringAlert, MetricOutcome, Observations, Problem};
 use super::whole_seconds;
@@ -310,10 +310,14 @@ impl Wave<'_> {
             self.obs.actions_compacted,
             total,
         );
+        let distrusted = authority::was_missing(&self.status.conditions);
         for action in &self.spec.actions[start..] {
             let user = action.user.as_str();
-            if let Err(refusal) = authority::check_wave_action(action, self.spec, &self.obs.authority)
-            {
+            let judged = match &distrusted {
+                Some(refusal) => Err(refusal.clone()),
+                None => authority::check_wave_action(action, self.spec, &self.obs.authority),
+            };
+            if let Err(refusal) = judged {
                 self.refuse(user, action.action, refusal);
                 continue;
             }
@@ -931,6 +935,18 @@ pub fn decide(
     }
 
     wave.apply_actions();
+    if let Some((in_force, why, message)) = authority::condition(&observations.authority.admission)
+    {
+        cond::set(
+            &mut wave.status.conditions,
+            cond::ADMISSION_POLICIES,
+            in_force,
+            why,
+            message,
+            observations.generation,
+            now,
+        );
+    }
     if let Some(rollback) = &observations.plan.rollback
         && wave.status.step_index.is_some()
         && !matches!(wave.phase(), WavePhase::RolledBack | WavePhase::Completed)

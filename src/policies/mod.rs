@@ -214,11 +214,30 @@ const COMPACTED: &str = crate::engine::action_log::COMPACTED_ANNOTATION;
 /// - Everyone else may only append one action per request: no other spec field, and no
 ///   labels, annotations, finalizers or ownerReferences.
 fn actions_policy() -> ValidatingAdmissionPolicy {
-    let labels_same = format!("{} == {}", meta("object", "labels", "{}"), meta("oldObject", "labels", "{}"));
-    let annotations_same = format!("{} == {}", meta("object", "annotations", "{}"), meta("oldObject", "annotations", "{}"));
-    let finalizers_same = format!("{} == {}", meta("object", "finalizers", "[]"), meta("oldObject", "finalizers", "[]"));
-    let owners_same = format!("{} == {}", meta("object", "ownerReferences", "[]"), meta("oldObject", "ownerReferences", "[]"));
-    let (new_ann, old_ann) = (meta("object", "annotations", "{}"), meta("oldObject", "annotations", "{}"));
+    let labels_same = format!(
+        "{} == {}",
+        meta("object", "labels", "{}"),
+        meta("oldObject", "labels", "{}")
+    );
+    let annotations_same = format!(
+        "{} == {}",
+        meta("object", "annotations", "{}"),
+        meta("oldObject", "annotations", "{}")
+    );
+    let finalizers_same = format!(
+        "{} == {}",
+        meta("object", "finalizers", "[]"),
+        meta("oldObject", "finalizers", "[]")
+    );
+    let owners_same = format!(
+        "{} == {}",
+        meta("object", "ownerReferences", "[]"),
+        meta("oldObject", "ownerReferences", "[]")
+    );
+    let (new_ann, old_ann) = (
+        meta("object", "annotations", "{}"),
+        meta("oldObject", "annotations", "{}"),
+    );
     let annotations_same_but_compaction = format!(
         "{new_ann}.all(k, k == '{COMPACTED}' || (k in {old_ann} && {new_ann}[k] == {old_ann}[k])) && {old_ann}.all(k, k == '{COMPACTED}' || k in {new_ann})"
     );

@@ -34,11 +34,18 @@ fn check<T: serde::Serialize>(
     let mut problems = Vec::new();
     for want in expected {
         let name = name_of(want).unwrap_or_default();
-        let spec = |t: &T| serde_json::to_value(t).ok().and_then(|v| v.get("spec").cloned());
+        let spec = |t: &T| {
+            serde_json::to_value(t)
+                .ok()
+                .and_then(|v| v.get("spec").cloned())
+        };
         match installed.iter().find(|have| name_of(have) == Some(name)) {
             None => problems.push(format!("{kind} {name} is missing")),
             Some(have) => {
-                if !contains(&spec(want).unwrap_or_default(), &spec(have).unwrap_or_default()) {
+                if !contains(
+                    &spec(want).unwrap_or_default(),
+                    &spec(have).unwrap_or_default(),
+                ) {
                     problems.push(format!(
                         "{kind} {name} differs from the one this operator ships"
                     ));
@@ -56,12 +63,9 @@ pub fn verify(
     bindings: &[ValidatingAdmissionPolicyBinding],
 ) -> Result<(), String> {
     let (want_policies, want_bindings) = super::all();
-    let mut problems = check(
-        "ValidatingAdmissionPolicy",
-        &want_policies,
-        policies,
-        |p| p.metadata.name.as_deref(),
-    );
+    let mut problems = check("ValidatingAdmissionPolicy", &want_policies, policies, |p| {
+        p.metadata.name.as_deref()
+    });
     problems.extend(check(
         "ValidatingAdmissionPolicyBinding",
         &want_bindings,
@@ -88,13 +92,22 @@ mod tests {
         assert_eq!(verify(&defaulted, &bindings), Ok(()));
         bindings.pop();
         let missing = verify(&policies, &bindings).unwrap_err();
-        assert!(missing.contains("Binding") && missing.contains("missing"), "{missing}");
+        assert!(
+            missing.contains("Binding") && missing.contains("missing"),
+            "{missing}"
+        );
     }
 
     #[test]
     fn a_changed_expression_or_a_warn_only_binding_does_not_verify() {
         let (mut policies, mut bindings) = super::super::all();
-        let validations = policies[0].spec.as_mut().unwrap().validations.as_mut().unwrap();
+        let validations = policies[0]
+            .spec
+            .as_mut()
+            .unwrap()
+            .validations
+            .as_mut()
+            .unwrap();
         validations[0].expression = "true".into();
         let changed = verify(&policies, &bindings).unwrap_err();
         assert!(changed.contains("differs"), "{changed}");
