@@ -119,7 +119,11 @@ mod tests {
         ] {
             let validations = policy.spec.unwrap().validations.unwrap();
             assert_eq!(validations.len(), 2);
-            assert!(validations[0].expression.contains(&format!("object.metadata.labels[{label}")));
+            assert!(
+                validations[0]
+                    .expression
+                    .contains(&format!("object.metadata.labels[{label}"))
+            );
             assert!(
                 validations[1]
                     .expression

@@ -149,7 +149,10 @@ fn has_labels(config_map: &ConfigMap, wanted: &BTreeMap<String, String>) -> bool
 /// admission policy `switchyard-operator-writes-only-routing-tables` refuses the
 /// operator any write of a ConfigMap that did not carry the routing-table label before.
 fn check_owned(existing: &ConfigMap, namespace: &str, name: &str) -> Result<(), RoutingError> {
-    for (label, value) in [(MANAGED_BY_LABEL, MANAGED_BY), (ROUTING_TABLE_LABEL, "true")] {
+    for (label, value) in [
+        (MANAGED_BY_LABEL, MANAGED_BY),
+        (ROUTING_TABLE_LABEL, "true"),
+    ] {
         if !has_labels(
             existing,
             &BTreeMap::from([(label.to_owned(), value.to_owned())]),
@@ -525,6 +528,49 @@ mod tests {
         let removal = apply_intent("crm-routing", "crm", &labels, None);
         assert!(removal.get("data").is_none());
         assert_eq!(removal["metadata"], intent["metadata"]);
+    }
+
+    #[test]
+    fn only_a_table_with_both_labels_is_taken_over() {
+        let table = |labels: &[(&str, &str)]| ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            ..ConfigMap::default()
+        };
+        assert!(check_owned(&table(&[]), "crm", "t").is_err());
+        let error = check_owned(&table(&[(MANAGED_BY_LABEL, MANAGED_BY)]), "crm", "t").unwrap_err();
+        assert!(
+            matches!(
+                error,
+                RoutingError::NotOwned {
+                    label: ROUTING_TABLE_LABEL,
+                    value: "true",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("lacks the label switchyard.dev/routing-table=true")
+        );
+        check_owned(
+            &table(&[
+                (MANAGED_BY_LABEL, MANAGED_BY),
+                (ROUTING_TABLE_LABEL, "true"),
+            ]),
+            "crm",
+            "t",
+        )
+        .unwrap();
     }
 
     #[test]
