@@ -433,7 +433,12 @@ fn default_values_render_a_hardened_highly_available_operator() {
         .iter()
         .flat_map(|rule| strings(&rule["resources"]))
         .collect();
-    assert_eq!(resources, ["leases", "pods"]);
+    assert_eq!(resources, ["leases", "leases", "pods"]);
+    // Its own Lease only (but for create, which RBAC cannot limit by name).
+    assert_eq!(
+        election["rules"][1]["resourceNames"],
+        serde_json::json!(["switchyard"])
+    );
     assert!(
         of_kind(&objects, "Role").is_empty(),
         "roles come from policies/rbac.yaml"
@@ -447,10 +452,10 @@ fn default_values_render_a_hardened_highly_available_operator() {
     );
     assert_eq!(role_binding["subjects"], subject);
 
-    assert_eq!(of_kind(&objects, "ValidatingAdmissionPolicy").len(), 3);
+    assert_eq!(of_kind(&objects, "ValidatingAdmissionPolicy").len(), 6);
     assert_eq!(
         of_kind(&objects, "ValidatingAdmissionPolicyBinding").len(),
-        3
+        6
     );
     // Off by default: they need prometheus-operator's CRDs, or a CNI that enforces them.
     for kind in ["ServiceMonitor", "PrometheusRule", "NetworkPolicy"] {
@@ -909,4 +914,282 @@ fn alertmanager_reaches_the_leader_only() {
     let binding = named(&objects, "RoleBinding", "switchyard-leader-election");
     assert_eq!(binding["roleRef"]["name"], "switchyard-leader-election");
     assert_eq!(binding["metadata"]["namespace"], "switchyard-system");
+}
+
+/// The verbs that change nothing.
+const READ_VERBS: [&str; 3] = ["get", "list", "watch"];
+
+/// The verbs of the rendered ClusterRole `name` that are not reads.
+fn write_verbs<'a>(objects: &'a [Value], name: &str) -> Vec<&'a str> {
+    named(objects, "ClusterRole", name)["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|rule| strings(&rule["verbs"]))
+        .filter(|verb| !READ_VERBS.contains(verb))
+        .collect()
+}
+
+#[test]
+fn namespaced_mode_grants_no_cluster_wide_write() {
+    let objects = render(
+        "switchyard-system",
+        &["--set-json", r#"watchNamespaces=["crm","billing"]"#],
+    );
+    assert!(args(&objects).contains(&"--namespaces=crm,billing".to_owned()));
+    let cluster_bindings = of_kind(&objects, "ClusterRoleBinding");
+    assert!(!cluster_bindings.is_empty());
+    for binding in cluster_bindings {
+        let role = binding["roleRef"]["name"].as_str().unwrap();
+        assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+        let writes = write_verbs(&objects, role);
+        assert!(
+            writes.is_empty(),
+            "the ClusterRoleBinding {} grants {writes:?} cluster-wide (role {role})",
+            binding["metadata"]["name"]
+        );
+    }
+    // Every write is granted in a watched namespace, or (leader election) in the
+    // release namespace.
+    let mut grants: Vec<(&str, &str)> = of_kind(&objects, "RoleBinding")
+        .into_iter()
+        .map(|b| {
+            (
+                b["metadata"]["namespace"].as_str().unwrap(),
+                b["roleRef"]["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    grants.sort();
+    assert_eq!(
+        grants,
+        [
+            ("billing", "switchyard-operator"),
+            ("crm", "switchyard-operator"),
+            ("switchyard-system", "switchyard-leader-election"),
+        ]
+    );
+    // Without the value, the operator's role is bound cluster-wide (the contrast).
+    let all = render("switchyard-system", &[]);
+    let wide: Vec<&str> = of_kind(&all, "ClusterRoleBinding")
+        .into_iter()
+        .map(|b| b["roleRef"]["name"].as_str().unwrap())
+        .filter(|role| !write_verbs(&all, role).is_empty())
+        .collect();
+    assert_eq!(wide, ["switchyard-operator"]);
+}
+
+#[test]
+fn the_operators_policies_and_lease_are_fitted_to_the_release() {
+    use switchyard::policies::operator::{DEFAULT_OPERATOR, for_operator};
+    let objects = render(
+        "ops",
+        &[
+            "--set",
+            "serviceAccount.name=cutover",
+            "--set",
+            "leaderElection.leaseName=cutover-leader",
+        ],
+    );
+    let (policies, _) = switchyard::policies::all();
+    let expected = for_operator(policies, "system:serviceaccount:ops:cutover");
+    let mut fitted = 0;
+    for policy in &expected {
+        let name = policy.metadata.name.as_deref().unwrap();
+        let mut rendered = named(&objects, "ValidatingAdmissionPolicy", name).clone();
+        rendered["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("labels");
+        let mut expected = serde_json::to_value(policy).unwrap();
+        expected["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("labels");
+        assert_eq!(rendered, expected, "{name} as the chart renders it");
+        let text = rendered.to_string();
+        assert!(!text.contains(DEFAULT_OPERATOR), "{text}");
+        if text.contains("system:serviceaccount:ops:cutover") {
+            fitted += 1;
+        }
+    }
+    assert_eq!(fitted, 3, "the three policies that bind the operator");
+    let election = named(&objects, "ClusterRole", "switchyard-leader-election");
+    assert_eq!(
+        election["rules"][1]["resourceNames"],
+        serde_json::json!(["cutover-leader"])
+    );
+    assert!(args(&objects).contains(&"--lease-name=cutover-leader".to_owned()));
+    assert_eq!(
+        only(&objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"],
+        "cutover"
+    );
+}
+
+/// Applies (for real) the rendered objects of these kinds.
+async fn apply_kinds(client: &Client, namespace: &str, objects: &[Value], kinds: &[&str]) {
+    let chosen: Vec<Value> = objects
+        .iter()
+        .filter(|o| kinds.contains(&o["kind"].as_str().unwrap()))
+        .cloned()
+        .collect();
+    let discovery = Discovery::new(client.clone()).run().await.unwrap();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for value in chosen {
+        let object: DynamicObject = serde_json::from_value(value).unwrap();
+        let gvk = GroupVersionKind::try_from(object.types.as_ref().unwrap()).unwrap();
+        let (resource, capabilities) = discovery.resolve_gvk(&gvk).unwrap();
+        let api: Api<DynamicObject> = match capabilities.scope {
+            Scope::Cluster => Api::all_with(client.clone(), &resource),
+            Scope::Namespaced => Api::namespaced_with(
+                client.clone(),
+                object.metadata.namespace.as_deref().unwrap_or(namespace),
+                &resource,
+            ),
+        };
+        api.patch(
+            object.metadata.name.as_deref().unwrap(),
+            &params,
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("{} {:?}: {err}", gvk.kind, object.metadata.name));
+    }
+}
+
+/// The chart in namespaced mode, installed for real (its RBAC and admission policies):
+/// its ServiceAccount writes routing tables in the watched namespaces only, and only
+/// labelled ones, because the chart wrote that ServiceAccount into the policies.
+#[tokio::test]
+async fn the_installed_namespaced_chart_lets_its_service_account_write_only_where_it_may() {
+    use k8s_openapi::api::{authorization::v1::SelfSubjectAccessReview, core::v1::ConfigMap};
+    use kube::api::PostParams;
+    let plane = common::plane();
+    let (admin, namespace) = common::admin_in_fresh_namespace("helm-namespaced").await;
+    let watched = plane.create_namespace("helm-watched").await.unwrap();
+    let unwatched = plane.create_namespace("helm-unwatched").await.unwrap();
+    let watch_json = format!("watchNamespaces=[{watched:?}]");
+    let objects = render(&namespace, &["--set-json", &watch_json]);
+    apply_kinds(
+        &admin,
+        &namespace,
+        &objects,
+        &[
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "RoleBinding",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+        ],
+    )
+    .await;
+    let account = only(&objects, "ServiceAccount")["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let username = format!("system:serviceaccount:{namespace}:{account}");
+    let group = format!("system:serviceaccounts:{namespace}");
+    let operator = plane
+        .client_as(&username, &["system:serviceaccounts", &group])
+        .await
+        .unwrap();
+    let can = |verb: &'static str, resource: &'static str, ns: String, name: &'static str| {
+        let operator = operator.clone();
+        async move {
+            let group = match resource {
+                "leases" => "coordination.k8s.io",
+                "httproutes" => "gateway.networking.k8s.io",
+                _ => "",
+            };
+            let review: SelfSubjectAccessReview = serde_json::from_value(serde_json::json!({
+                "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": {"verb": verb, "group": group,
+                    "resource": resource, "namespace": ns, "name": name}}
+            }))
+            .unwrap();
+            Api::<SelfSubjectAccessReview>::all(operator)
+                .create(&PostParams::default(), &review)
+                .await
+                .unwrap()
+                .status
+                .unwrap()
+                .allowed
+        }
+    };
+    for (verb, resource, ns, name, allowed) in [
+        ("create", "configmaps", watched.clone(), "", true),
+        ("patch", "httproutes", watched.clone(), "", true),
+        ("create", "configmaps", unwatched.clone(), "", false),
+        ("patch", "httproutes", unwatched.clone(), "", false),
+        ("create", "configmaps", "kube-system".to_owned(), "", false),
+        ("list", "configmaps", "".to_owned(), "", false),
+        ("patch", "leases", namespace.clone(), "switchyard", true),
+        (
+            "patch",
+            "leases",
+            namespace.clone(),
+            "kube-scheduler",
+            false,
+        ),
+        ("patch", "leases", watched.clone(), "switchyard", false),
+        ("patch", "pods", namespace.clone(), "", true),
+        ("get", "pods", namespace.clone(), "", false),
+        ("patch", "pods", watched.clone(), "", false),
+    ] {
+        assert_eq!(
+            can(verb, resource, ns.clone(), name).await,
+            allowed,
+            "{verb} {resource}/{name} in {ns:?}"
+        );
+    }
+    // The policies name this release's ServiceAccount: an unlabelled ConfigMap is
+    // refused (once the API server has loaded them), a routing table is not.
+    let tables: Api<ConfigMap> = Api::namespaced(operator.clone(), &watched);
+    let table = |name: &str, labels: Value| -> ConfigMap {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": labels}}))
+            .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let message = loop {
+        match tables
+            .create(
+                &PostParams::default(),
+                &table("plain", serde_json::json!({})),
+            )
+            .await
+        {
+            Err(kube::Error::Api(status))
+                if status.message.contains("ValidatingAdmissionPolicy") =>
+            {
+                break status.message;
+            }
+            Ok(_) => {
+                // Created before the policy took effect: clean up and try again.
+                let _ = Api::<ConfigMap>::namespaced(admin.clone(), &watched)
+                    .delete("plain", &Default::default())
+                    .await;
+            }
+            Err(err) => panic!("{err}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the chart's policies never refused its ServiceAccount"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(
+        message.contains("switchyard-operator-writes-only-routing-tables"),
+        "{message}"
+    );
+    tables
+        .create(
+            &PostParams::default(),
+            &table(
+                "crm-routing",
+                serde_json::json!({"switchyard.dev/routing-table": "true"}),
+            ),
+        )
+        .await
+        .expect("a routing table in a watched namespace");
 }

@@ -157,6 +157,8 @@ mod tests {
                     kind: "HTTPRoute",
                     namespace: "crm".into(),
                     name: "r".into(),
+                    label: "app.kubernetes.io/managed-by",
+                    value: "switchyard",
                 }),
                 ErrorCategory::Routing,
             ),

@@ -56,13 +56,14 @@ fn check<T: serde::Serialize>(
     problems
 }
 
-/// Ok when every policy and binding of [`super::all`] is installed as generated;
+/// Ok when every policy and binding of [`super::action_policies`] is installed as
+/// generated;
 /// otherwise what is missing or different, for people.
 pub fn verify(
     policies: &[ValidatingAdmissionPolicy],
     bindings: &[ValidatingAdmissionPolicyBinding],
 ) -> Result<(), String> {
-    let (want_policies, want_bindings) = super::all();
+    let (want_policies, want_bindings) = super::action_policies();
     let mut problems = check("ValidatingAdmissionPolicy", &want_policies, policies, |p| {
         p.metadata.name.as_deref()
     });
@@ -85,7 +86,7 @@ mod tests {
 
     #[test]
     fn the_generated_policies_verify_and_defaults_are_allowed() {
-        let (policies, mut bindings) = super::super::all();
+        let (policies, mut bindings) = super::super::action_policies();
         let mut defaulted = policies.clone();
         let spec = defaulted[0].spec.as_mut().unwrap();
         spec.match_constraints.as_mut().unwrap().match_policy = Some("Equivalent".into());
@@ -100,7 +101,7 @@ mod tests {
 
     #[test]
     fn a_changed_expression_or_a_warn_only_binding_does_not_verify() {
-        let (mut policies, mut bindings) = super::super::all();
+        let (mut policies, mut bindings) = super::super::action_policies();
         let validations = policies[0]
             .spec
             .as_mut()
@@ -111,7 +112,7 @@ mod tests {
         validations[0].expression = "true".into();
         let changed = verify(&policies, &bindings).unwrap_err();
         assert!(changed.contains("differs"), "{changed}");
-        let (policies, _) = super::super::all();
+        let (policies, _) = super::super::action_policies();
         bindings[0].spec.validation_actions = vec!["Warn".into()];
         assert!(verify(&policies, &bindings).is_err());
     }

@@ -143,6 +143,32 @@ fn has_labels(config_map: &ConfigMap, wanted: &BTreeMap<String, String>) -> bool
         .all(|(key, value)| labels.and_then(|labels| labels.get(key)) == Some(value))
 }
 
+/// Refuses to take over an existing ConfigMap that is not a routing table of
+/// Switchyard's: it must carry both [`MANAGED_BY_LABEL`] and [`ROUTING_TABLE_LABEL`].
+/// Adding them would take over whatever the ConfigMap holds for someone else, and the
+/// admission policy `switchyard-operator-writes-only-routing-tables` refuses the
+/// operator any write of a ConfigMap that did not carry the routing-table label before.
+fn check_owned(existing: &ConfigMap, namespace: &str, name: &str) -> Result<(), RoutingError> {
+    for (label, value) in [
+        (MANAGED_BY_LABEL, MANAGED_BY),
+        (ROUTING_TABLE_LABEL, "true"),
+    ] {
+        if !has_labels(
+            existing,
+            &BTreeMap::from([(label.to_owned(), value.to_owned())]),
+        ) {
+            return Err(RoutingError::NotOwned {
+                kind: KIND,
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                label,
+                value,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The server-side apply intent of `wave`'s manager: the labels and, if given, its key.
 fn apply_intent(
     name: &str,
@@ -223,12 +249,8 @@ impl ConfigMapRouter {
         else {
             return Ok(Written::Unchanged);
         };
-        let managed = found
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|labels| labels.get(MANAGED_BY_LABEL))
-            .is_some_and(|v| v == MANAGED_BY);
+        // Not Switchyard's table: its keys are not Switchyard's to remove.
+        let managed = check_owned(&found, namespace, table).is_ok();
         let holds_key = found.data.as_ref().is_some_and(|d| d.contains_key(wave));
         if !managed || !holds_key {
             return Ok(Written::Unchanged);
@@ -306,16 +328,7 @@ impl Router for ConfigMapRouter {
             .await
             .map_err(api_error("get", namespace, name))?;
         if let Some(existing) = existing {
-            if !has_labels(
-                &existing,
-                &BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned())]),
-            ) {
-                return Err(RoutingError::NotOwned {
-                    kind: KIND,
-                    namespace: namespace.to_owned(),
-                    name: name.to_owned(),
-                });
-            }
+            check_owned(&existing, namespace, name)?;
             // An entry that does not parse is rewritten, not reported.
             let stored = existing
                 .data
@@ -515,6 +528,49 @@ mod tests {
         let removal = apply_intent("crm-routing", "crm", &labels, None);
         assert!(removal.get("data").is_none());
         assert_eq!(removal["metadata"], intent["metadata"]);
+    }
+
+    #[test]
+    fn only_a_table_with_both_labels_is_taken_over() {
+        let table = |labels: &[(&str, &str)]| ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            ..ConfigMap::default()
+        };
+        assert!(check_owned(&table(&[]), "crm", "t").is_err());
+        let error = check_owned(&table(&[(MANAGED_BY_LABEL, MANAGED_BY)]), "crm", "t").unwrap_err();
+        assert!(
+            matches!(
+                error,
+                RoutingError::NotOwned {
+                    label: ROUTING_TABLE_LABEL,
+                    value: "true",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("lacks the label switchyard.dev/routing-table=true")
+        );
+        check_owned(
+            &table(&[
+                (MANAGED_BY_LABEL, MANAGED_BY),
+                (ROUTING_TABLE_LABEL, "true"),
+            ]),
+            "crm",
+            "t",
+        )
+        .unwrap();
     }
 
     #[test]

@@ -471,6 +471,8 @@ impl Router for GatewayRouter {
                     kind: KIND,
                     namespace: namespace.to_owned(),
                     name,
+                    label: MANAGED_BY_LABEL,
+                    value: MANAGED_BY,
                 });
             }
             if is_settled(&existing, &desired) {

@@ -104,14 +104,18 @@ pub enum RoutingError {
         #[source]
         source: Box<kube::Error>,
     },
-    /// An object with the route's name exists but is not Switchyard's; it is left alone.
+    /// An object with the route's name exists but is not Switchyard's (it lacks the
+    /// label `label` = `value`); it is left alone. Switchyard takes over no object it did
+    /// not create, and its admission policies refuse it such writes anyway.
     #[error(
-        "{kind} {namespace}/{name} exists and is not managed by Switchyard; rename or remove it"
+        "{kind} {namespace}/{name} exists and is not managed by Switchyard (it lacks the label {label}={value}); Switchyard takes over no object it did not create: rename or remove it"
     )]
     NotOwned {
         kind: &'static str,
         namespace: String,
         name: String,
+        label: &'static str,
+        value: &'static str,
     },
     /// A decision needs a backend the plan does not define.
     #[error("the plan defines no {0} backend, which this routing state needs")]

@@ -75,3 +75,131 @@ pub async fn bind(admin: &Client, ns: &str, role: &str, user: &str) {
         .await
         .unwrap();
 }
+
+/// Creates `object` unless it exists (tests of one binary share the control plane).
+async fn create_if_missing<K>(api: &Api<K>, object: serde_json::Value)
+where
+    K: Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(object).unwrap();
+    match api.create(&PostParams::default(), &object).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(err) => panic!("{err}"),
+    }
+}
+
+/// Makes sure namespace `namespace` and ServiceAccount `account` in it exist.
+pub async fn ensure_service_account(admin: &Client, namespace: &str, account: &str) {
+    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    create_if_missing(
+        &Api::<Namespace>::all(admin.clone()),
+        json!({"metadata": {"name": namespace}}),
+    )
+    .await;
+    create_if_missing(
+        &Api::<ServiceAccount>::namespaced(admin.clone(), namespace),
+        json!({"metadata": {"name": account}}),
+    )
+    .await;
+}
+
+/// Creates Pod `pod` of ServiceAccount `account` in `namespace` (no kubelet runs it), as
+/// a Deployment would, and returns a token bound to it, as the kubelet would mount into
+/// it: the API server adds the Pod's name and UID to every request made with it.
+pub async fn pod_bound_token(admin: &Client, namespace: &str, account: &str, pod: &str) -> String {
+    use k8s_openapi::api::{
+        authentication::v1::TokenRequest,
+        core::v1::{Pod, ServiceAccount},
+    };
+    ensure_service_account(admin, namespace, account).await;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), namespace);
+    let created = pods
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": pod, "labels": {"app": "switchyard"}},
+                "spec": {
+                    "serviceAccountName": account,
+                    "automountServiceAccountToken": false,
+                    "containers": [{"name": "switchyard", "image": "switchyard"}]
+                }
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let request = json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {
+            "audiences": [],
+            "expirationSeconds": 3600,
+            "boundObjectRef": {
+                "apiVersion": "v1", "kind": "Pod", "name": pod,
+                "uid": created.metadata.uid.unwrap()
+            }
+        }
+    });
+    let response: TokenRequest = Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
+        .create_subresource("token", account, &PostParams::default(), &request)
+        .await
+        .unwrap();
+    response.status.unwrap().token.unwrap()
+}
+
+/// A kubeconfig for the test control plane that authenticates with a bearer `token`.
+pub fn token_kubeconfig(token: &str) -> String {
+    let mut config: serde_yaml::Value =
+        serde_yaml::from_str(&super::plane().kubeconfig_yaml(None)).unwrap();
+    config["users"][0]["user"] = serde_yaml::to_value(json!({ "token": token })).unwrap();
+    serde_yaml::to_string(&config).unwrap()
+}
+
+/// A client that authenticates with a bearer `token`: real requests as its owner.
+pub async fn token_client(token: &str) -> Client {
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&token_kubeconfig(token)).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// Applies the policies that bind the operator (`switchyard::policies::operator`) once
+/// more, for the ServiceAccount `username`, under names ending in `suffix`: as the
+/// chart would render them for a release with that ServiceAccount, next to the
+/// generated ones.
+pub async fn install_operator_policies_for(client: &Client, username: &str, suffix: &str) {
+    use switchyard::policies::operator::{OPERATOR_CONDITION, for_operator};
+    let (policies, bindings) = switchyard::policies::all();
+    let params = PatchParams::apply("switchyard-test").force();
+    let ours: Vec<ValidatingAdmissionPolicy> = for_operator(policies, username)
+        .into_iter()
+        .filter(|p| {
+            let conditions = p.spec.as_ref().and_then(|s| s.match_conditions.as_ref());
+            conditions
+                .into_iter()
+                .flatten()
+                .any(|c| c.name == OPERATOR_CONDITION)
+        })
+        .collect();
+    for mut policy in ours {
+        let original = policy.metadata.name.clone().unwrap();
+        let name = format!("{original}{suffix}");
+        policy.metadata.name = Some(name.clone());
+        Api::<ValidatingAdmissionPolicy>::all(client.clone())
+            .patch(&name, &params, &Patch::Apply(&policy))
+            .await
+            .unwrap();
+        let mut binding = bindings
+            .iter()
+            .find(|b| b.metadata.name.as_deref() == Some(&original))
+            .unwrap()
+            .clone();
+        binding.metadata.name = Some(name.clone());
+        binding.spec.policy_name = name.clone();
+        Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+            .patch(&name, &params, &Patch::Apply(&binding))
+            .await
+            .unwrap();
+    }
+}

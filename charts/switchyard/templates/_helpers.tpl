@@ -60,8 +60,43 @@ app.kubernetes.io/part-of: switchyard
 {{- end }}
 {{- end }}
 
+{{/* The username of the operator's ServiceAccount, as admission policies see it. */}}
+{{- define "switchyard.operatorUsername" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "switchyard.serviceAccountName" .) }}
+{{- end }}
+
+{{/* Fits an object of files/policies/ to this release, in place (renders nothing). The
+files name the defaults of `switchyard run` and of this chart: the Lease `switchyard`
+and the ServiceAccount switchyard-system/switchyard. This writes the release's instead:
+- the leader-election ClusterRole's Lease rule with resourceNames names the release's
+  Lease (leaderElection.leaseName);
+- a ValidatingAdmissionPolicy's match condition named `switchyard-operator` (the
+  policies that bind the operator only; see src/policies/operator.rs) compares the
+  requester with the release's ServiceAccount, as `switchyard::policies::operator::
+  for_operator` does (tests/helm.rs checks that the two agree).
+Argument: (list $ $object). */}}
+{{- define "switchyard.fitToRelease" -}}
+{{- $root := index . 0 }}
+{{- $object := index . 1 }}
+{{- if and (eq $object.kind "ClusterRole") (eq $object.metadata.name "switchyard-leader-election") }}
+{{- range $rule := $object.rules }}
+{{- if and (has "leases" $rule.resources) $rule.resourceNames }}
+{{- $_ := set $rule "resourceNames" (list (include "switchyard.leaseName" $root)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if eq $object.kind "ValidatingAdmissionPolicy" }}
+{{- range $condition := ($object.spec.matchConditions | default list) }}
+{{- if eq $condition.name "switchyard-operator" }}
+{{- $_ := set $condition "expression" (printf "request.userInfo.username == '%s'" (include "switchyard.operatorUsername" $root)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* Renders a multi-document YAML file from files/ with the chart's labels added to each
-object, failing on a document that does not parse. Argument: (list $ "files/x.yaml"). */}}
+object and the object fitted to the release (switchyard.fitToRelease), failing on a
+document that does not parse. Argument: (list $ "files/x.yaml"). */}}
 {{- define "switchyard.renderFile" -}}
 {{- $root := index . 0 }}
 {{- $path := index . 1 }}
@@ -73,6 +108,7 @@ object, failing on a document that does not parse. Argument: (list $ "files/x.ya
 {{- end }}
 {{- if $object }}
 {{- $_ := set $object.metadata "labels" (merge (dict) ($object.metadata.labels | default dict) $labels) }}
+{{- $_ := include "switchyard.fitToRelease" (list $root $object) }}
 ---
 {{ toYaml $object }}
 {{- end }}
