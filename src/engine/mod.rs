@@ -6,6 +6,7 @@
 //! wave's lifecycle is tested here, by table tests and property tests of the invariants
 //! in DESIGN.md §4.
 
+pub mod cohorts;
 pub mod conditions;
 mod decision;
 pub mod freeze;
