@@ -384,7 +384,12 @@ async fn the_full_alerting_chain_rolls_a_wave_back() {
 #[tokio::test]
 async fn hostile_cohort_values_are_escaped_in_queries() {
     let s = stack("analysis-escape", true).await;
-    let hostile = "o\"brien {x} \\ 'q'";
+    // Admission refuses quotes, backslashes, braces and spaces in cohort values
+    // (tests/admission.rs), so no value that could break out of a PromQL string reaches
+    // the operator; the escaping stays as a second line and is unit-tested in
+    // analysis::template. Here: the punctuation a value may still hold, which a regex
+    // would read as metacharacters, selects exactly its own series.
+    let hostile = "o.brien_x-1";
     s.exporter.set(
         "crm_handoff_failures",
         &[("team", hostile), ("region", "emea")],

@@ -763,3 +763,77 @@ async fn bad_input_becomes_a_clear_condition_and_routes_nothing() {
             .contains("PlanNotFound")
     );
 }
+
+#[tokio::test]
+async fn a_second_wave_of_the_same_cohort_is_marked_and_routes_nothing() {
+    let (client, ns) = common::admin_in_fresh_namespace("dup-cohort").await;
+    create_backends(&client, &ns).await;
+    create(&client, &ns, &plan("crm", &["first", "second"], false)).await;
+    let _controller = RunningController::start(&client, &ns);
+    let steps = json!([{"setWeight": 10}, {"approval": {}}]);
+    create(
+        &client,
+        &ns,
+        &wave("first", "crm", "support", "emea", steps),
+    )
+    .await;
+    wait_phase(&client, &ns, "first", WavePhase::AwaitingApproval, Some(1)).await;
+    let first_route = current_route(&client, &ns, "first").await.unwrap();
+
+    let steps = json!([{"setWeight": 50}, {"approval": {}}]);
+    create(
+        &client,
+        &ns,
+        &wave("second", "crm", "support", "emea", steps),
+    )
+    .await;
+    let second = wait_wave(
+        &client,
+        &ns,
+        "second",
+        Duration::from_secs(20),
+        "Valid=False/DuplicateCohort",
+        |w| condition(w, "Valid") == "False/DuplicateCohort",
+    )
+    .await;
+    let status = second.status.unwrap();
+    let message = &status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Valid")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("MigrationWave \"first\" of the same plan already has the cohort region=emea,team=support"),
+        "{message}"
+    );
+    assert_eq!(status.phase, WavePhase::Pending);
+    assert!(
+        current_route(&client, &ns, "second").await.is_none(),
+        "the duplicate routes nothing"
+    );
+    let first = Api::<MigrationWave>::namespaced(client.clone(), &ns)
+        .get("first")
+        .await
+        .unwrap();
+    assert_eq!(
+        condition(&first, "Valid"),
+        "True/Valid",
+        "the first wave keeps its cohort"
+    );
+    let route_now = current_route(&client, &ns, "first").await.unwrap();
+    assert_eq!(
+        route_now.metadata.resource_version, first_route.metadata.resource_version,
+        "the first wave's route is untouched"
+    );
+
+    // Once the first wave is gone, the cohort is free: the second one starts by itself.
+    Api::<MigrationWave>::namespaced(client.clone(), &ns)
+        .delete("first", &DeleteParams::default())
+        .await
+        .unwrap();
+    let started = wait_phase(&client, &ns, "second", WavePhase::AwaitingApproval, Some(1)).await;
+    assert_eq!(condition(&started, "Valid"), "True/Valid");
+    let route = current_route(&client, &ns, "second").await.unwrap();
+    assert_eq!(describe_route(&route, "support", "emea"), "50/-/-");
+}

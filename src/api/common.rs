@@ -7,7 +7,8 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::duration::DurationString;
+use super::duration::{self, DurationString};
+use super::rules;
 
 /// A backend that receives the cohort's requests.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -18,10 +19,16 @@ pub struct Backend {
 }
 
 /// A Service and port in the plan's namespace.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceRef {
-    /// Name of the Service.
+    /// Name of the Service: an RFC 1035 label, as Service names are.
+    #[x_kube(validation = rules::matches(
+        "service.name",
+        rules::SERVICE_NAME_PATTERN,
+        63,
+        "the name of a Service: 1-63 lowercase letters, digits or '-', starting with a letter and ending with a letter or digit",
+    ))]
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
     /// Port of the Service that receives the traffic (1-65535).
@@ -32,17 +39,26 @@ pub struct ServiceRef {
 /// A group name, exactly as the API server authenticates it.
 pub type GroupName = String;
 
-/// A set of users and groups, as the API server authenticates them.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// A set of users and groups, as the API server authenticates them. At least one user
+/// or group; not a group everybody is in (`system:authenticated`,
+/// `system:unauthenticated`, `system:serviceaccounts`), not `system:anonymous`, no
+/// wildcards: names are matched exactly.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = rules::subjects()[0].clone())]
+#[x_kube(validation = rules::subjects()[1].clone())]
+#[x_kube(validation = rules::subjects()[2].clone())]
+#[x_kube(validation = rules::subjects()[3].clone())]
+#[x_kube(validation = rules::subjects()[4].clone())]
+#[x_kube(validation = rules::subjects()[5].clone())]
 pub struct Subjects {
     /// Usernames, exactly as the API server reports them (`kubectl auth whoami`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 253)))]
     pub users: Vec<String>,
     /// Group names, exactly as the API server reports them (`kubectl auth whoami`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 253)))]
     pub groups: Vec<String>,
 }
 
@@ -62,8 +78,15 @@ pub enum FailureAction {
     "!has(self.metrics) || self.metrics.all(m, self.metrics.exists_one(x, x.name == m.name))"
 ).message("analysis.metrics: metric names must be unique").field_path(".metrics"))]
 pub struct AnalysisSpec {
-    /// How often each metric is evaluated, for example `1m`. Defaults to `1m`.
+    /// How often each metric is evaluated, for example `1m`: from 1s to 1h. Defaults
+    /// to `1m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = duration::bounds_rule(
+        "analysis.interval",
+        duration::MIN_SPAN,
+        duration::MAX_INTERVAL,
+        " (status timestamps have whole seconds; a metric looked at less often than hourly guards nothing)",
+    ))]
     pub interval: Option<DurationString>,
     /// The metrics to evaluate. A wave's metric overrides the plan's metric of the same name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -88,6 +111,7 @@ pub struct AnalysisSpec {
     .message("metric min must be less than or equal to max").field_path(".min"))]
 pub struct Metric {
     /// Name of the metric, unique within the analysis. Shown in status and Events.
+    #[x_kube(validation = rules::simple_name("metric name"))]
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
     /// An instant PromQL query. `{{team}}`, `{{region}}`, `{{wave}}` and `{{namespace}}`

@@ -6,6 +6,7 @@
 mod common;
 mod duration;
 mod plan;
+pub mod rules;
 mod wave;
 
 pub use common::*;

@@ -8,7 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{AnalysisSpec, Backend, HistoryEntry, Subjects};
-use super::duration::DurationString;
+use super::duration::{self, DurationString};
+use super::rules;
 
 /// A migration programme: where traffic goes, how cohorts are recognised, which waves
 /// run in which order, and what must hold before and while they run.
@@ -46,6 +47,9 @@ use super::duration::DurationString;
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    validation = kube::core::Rule::new("self.metadata.name.size() <= 63").message(
+        "metadata.name of a CutoverPlan must be at most 63 characters: it is written as a label value (switchyard.dev/plan) on the routing objects"
     )
 )]
 #[serde(rename_all = "camelCase")]
@@ -67,6 +71,15 @@ use super::duration::DurationString;
 #[x_kube(validation = kube::core::Rule::new(
     "!has(self.legacyAccess) || self.cohortKeys.all(k, self.cohortKeys[k].header.lowerAscii() != self.legacyAccess.header.lowerAscii())"
 ).message("spec.legacyAccess.header must differ from every cohortKeys header").field_path(".legacyAccess.header"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!(self.target.service.name == self.legacy.service.name && self.target.service.port == self.legacy.service.port)"
+).message("spec.target must not be the legacy backend (the same Service and port): the waves would move their cohorts nowhere").field_path(".target"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.maintenance) || !(self.maintenance.service.name == self.legacy.service.name && self.maintenance.service.port == self.legacy.service.port)"
+).message("spec.maintenance must not be the legacy backend (the same Service and port): quiet steps would let the cohort's writes reach legacy during the final sync").field_path(".maintenance"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.maintenance) || !(self.maintenance.service.name == self.target.service.name && self.maintenance.service.port == self.target.service.port)"
+).message("spec.maintenance must not be the target backend (the same Service and port): quiet steps would let the cohort's writes reach the target during the final sync").field_path(".maintenance"))]
 pub struct CutoverPlanSpec {
     /// The system being migrated away from. Receives every cohort not yet migrated.
     pub legacy: Backend,
@@ -79,6 +92,11 @@ pub struct CutoverPlanSpec {
     /// each key they use.
     #[x_kube(validation = kube::core::Rule::new("self.size() >= 1")
         .message("spec.cohortKeys must define at least one key, for example team: {header: x-team}"))]
+    #[x_kube(validation = rules::cohort_key_names("spec.cohortKeys"))]
+    #[x_kube(validation = rules::cohort_keys_not_reserved("spec.cohortKeys"))]
+    #[x_kube(validation = kube::core::Rule::new(
+        "self.all(a, self.all(b, a == b || self[a].header.lowerAscii() != self[b].header.lowerAscii()))"
+    ).message("spec.cohortKeys: each key needs a header of its own (header names are compared case-insensitively): two keys on one header could never both match"))]
     #[schemars(extend("maxProperties" = 8))]
     pub cohort_keys: BTreeMap<String, CohortKey>,
     /// The header and value that reach legacy during dual access, for example
@@ -149,30 +167,66 @@ pub struct Routing {
 }
 
 /// Gateway API routing.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayApiRouting {
-    /// The Gateways (or listeners) the wave's HTTPRoutes attach to.
+    /// The Gateways (or listeners) the wave's HTTPRoutes attach to. Two references to
+    /// one Gateway must each set `sectionName` or `port`, and differ in them, as Gateway
+    /// API requires.
+    #[x_kube(validation = kube::core::Rule::new(PARENT_REFS_SAME_FIELDS)
+        .message("spec.routing.gatewayAPI.parentRefs: references to the same Gateway must each set sectionName or port (the same ones), as Gateway API requires of an HTTPRoute"))]
+    #[x_kube(validation = kube::core::Rule::new(PARENT_REFS_UNIQUE)
+        .message("spec.routing.gatewayAPI.parentRefs must be unique: references to the same Gateway must differ in sectionName or port"))]
     #[schemars(length(min = 1, max = 32))]
     pub parent_refs: Vec<ParentRef>,
-    /// The hostnames the HTTPRoutes match, for example `crm.example.com`.
+    /// The hostnames the HTTPRoutes match, for example `crm.example.com` or
+    /// `*.example.com`: RFC 1123 names in lowercase, optionally behind a `*.` wildcard
+    /// label, not IP addresses, no duplicates.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
+    #[x_kube(validation = kube::core::Rule::new(format!(
+        "self.all(h, h.matches({}) && !h.matches('^[0-9.]+$'))",
+        rules::cel_str(rules::HOSTNAME_PATTERN)
+    )).message("spec.routing.gatewayAPI.hostnames must be DNS names such as crm.example.com, optionally with a leading *. wildcard label (*.example.com): lowercase letters, digits, '-' and '.', each label starting and ending with a letter or digit, no IP addresses"))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(h, self.exists_one(x, x == h))")
+        .message("spec.routing.gatewayAPI.hostnames must not repeat a hostname"))]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 253)))]
     pub hostnames: Vec<String>,
 }
 
+/// Gateway API's rule for an HTTPRoute's parentRefs (for our refs, which always name
+/// a Gateway): references to the same Gateway agree on whether they set sectionName
+/// and whether they set port.
+const PARENT_REFS_SAME_FIELDS: &str = "self.all(p1, self.all(p2, \
+    p1.name == p2.name && (has(p1.__namespace__) ? p1.__namespace__ : '') == (has(p2.__namespace__) ? p2.__namespace__ : '') \
+    ? (has(p1.sectionName) == has(p2.sectionName) && has(p1.port) == has(p2.port)) : true))";
+/// Gateway API's rule for an HTTPRoute's parentRefs: no two the same.
+const PARENT_REFS_UNIQUE: &str = "self.all(p1, self.exists_one(p2, \
+    p1.name == p2.name && (has(p1.__namespace__) ? p1.__namespace__ : '') == (has(p2.__namespace__) ? p2.__namespace__ : '') \
+    && (has(p1.sectionName) ? p1.sectionName : '') == (has(p2.sectionName) ? p2.sectionName : '') \
+    && (has(p1.port) ? p1.port : 0) == (has(p2.port) ? p2.port : 0)))";
+
 /// A Gateway API parent reference.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ParentRef {
     /// Name of the Gateway.
+    #[x_kube(validation = rules::object_name("parentRefs name", 253))]
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// Namespace of the Gateway. Defaults to the plan's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::matches(
+        "parentRefs namespace",
+        rules::DNS_LABEL_PATTERN,
+        63,
+        "the name of a namespace: 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit",
+    ))]
+    #[schemars(length(min = 1, max = 63))]
     pub namespace: Option<String>,
     /// The listener of the Gateway to attach to. Defaults to all listeners.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::object_name("parentRefs sectionName", 253))]
+    #[schemars(length(min = 1, max = 253))]
     pub section_name: Option<String>,
     /// The listener port to attach to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -181,44 +235,60 @@ pub struct ParentRef {
 }
 
 /// ConfigMap routing.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigMapRouting {
-    /// Name of the ConfigMap, in the plan's namespace, that holds the routing table.
+    /// Name of the ConfigMap, in the plan's namespace, that holds the routing table. Not
+    /// `kube-root-ca.crt`, which Kubernetes keeps in every namespace.
+    #[x_kube(validation = rules::object_name("spec.routing.configMap.name", 253))]
+    #[x_kube(validation = kube::core::Rule::new("self != 'kube-root-ca.crt'")
+        .message("spec.routing.configMap.name must not be kube-root-ca.crt: Kubernetes keeps that ConfigMap in every namespace; name a ConfigMap of your own, for example crm-routing"))]
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
 
 /// How a request carries one cohort key.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CohortKey {
-    /// The request header whose value names the cohort, for example `x-crm-team`.
-    #[schemars(length(min = 1, max = 256))]
+    /// The request header whose value names the cohort, for example `x-crm-team`: an
+    /// HTTP token of at most 128 characters, not a hop-by-hop header, `host` or
+    /// `content-length`. Compared case-insensitively.
+    #[x_kube(validation = rules::header_name("cohort key header"))]
+    #[x_kube(validation = rules::routable_header("cohort key header"))]
+    #[schemars(length(min = 1, max = 128))]
     pub header: String,
 }
 
 /// A request header and its exact value.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HeaderMatch {
-    /// The header name.
-    #[schemars(length(min = 1, max = 256))]
+    /// The header name: an HTTP token of at most 128 characters, not a hop-by-hop
+    /// header, `host` or `content-length`.
+    #[x_kube(validation = rules::header_name("spec.legacyAccess.header"))]
+    #[x_kube(validation = rules::routable_header("spec.legacyAccess.header"))]
+    #[schemars(length(min = 1, max = 128))]
     pub header: String,
-    /// The exact value the header must carry.
-    #[schemars(length(min = 1, max = 4096))]
+    /// The exact value the header must carry: 1-128 letters, digits, `-`, `_` or `.`,
+    /// starting and ending with a letter or digit.
+    #[x_kube(validation = rules::header_value("spec.legacyAccess.value", rules::MAX_LEGACY_ACCESS_VALUE))]
+    #[schemars(length(min = 1, max = 128))]
     pub value: String,
 }
 
 /// A wave of the plan and its order.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WaveRef {
-    /// Name of the MigrationWave (at most 63 characters, as it names the wave's route).
+    /// Name of the MigrationWave (at most 63 characters, as it is a label value on the
+    /// wave's route).
+    #[x_kube(validation = rules::object_name("spec.waves[].name", 63))]
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
     /// Waves, listed earlier in `spec.waves`, that must complete before this one starts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = rules::object_names("spec.waves[].after", 63))]
     #[schemars(length(max = 8), inner(length(min = 1, max = 63)))]
     pub after: Vec<String>,
 }
@@ -229,7 +299,8 @@ pub struct WaveRef {
 #[x_kube(validation = kube::core::Rule::new("[has(self.prometheus), has(self.manual)].filter(x, x).size() == 1")
     .message("readiness gate must set exactly one of prometheus or manual"))]
 pub struct ReadinessGate {
-    /// Name of the gate, unique within the plan.
+    /// Name of the gate, unique within the plan: 1-63 letters, digits, `-`, `_` or `.`.
+    #[x_kube(validation = rules::simple_name("readiness gate name"))]
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
     /// Passes while the query's value is within `min`/`max`.
@@ -287,20 +358,31 @@ pub enum GateFailAction {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FreezeWindow {
-    /// Name of the window, unique within the plan.
+    /// Name of the window, unique within the plan: 1-63 letters, digits, `-`, `_` or `.`.
+    #[x_kube(validation = rules::simple_name("freeze window name"))]
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
     /// When the window opens: a five-field cron expression (minute hour day-of-month
     /// month day-of-week), for example `0 0 28 3,6,9,12 *`.
     #[x_kube(validation = kube::core::Rule::new("self.split(' ').filter(f, f != '').size() == 5")
         .message("freeze window schedule must be a cron expression with five fields: minute hour day-of-month month day-of-week"))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[0-9A-Za-z*,/?#-]+( +[0-9A-Za-z*,/?#-]+)* *$')")
+        .message("freeze window schedule may only hold digits, month and day names, * , / - ? # and fields separated by spaces, for example 0 0 28 3,6,9,12 *"))]
     #[schemars(length(min = 9, max = 128))]
     pub schedule: String,
-    /// How long the window stays open, for example `96h`.
+    /// How long the window stays open, for example `96h`: from 1s to 8784h (366 days).
+    #[x_kube(validation = duration::bounds_rule(
+        "freeze window duration",
+        duration::MIN_SPAN,
+        duration::MAX_SPAN,
+        " (366 days); for a longer freeze, pause the plan",
+    ))]
     pub duration: DurationString,
     /// The IANA time zone the schedule is read in, for example `Asia/Kolkata`. Defaults
     /// to UTC. Daylight-saving changes are honoured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$')")
+        .message("freeze window timeZone must be an IANA time zone name such as UTC, Asia/Kolkata or America/Argentina/Buenos_Aires"))]
     #[schemars(length(min = 1, max = 64))]
     pub time_zone: Option<String>,
 }

@@ -8,7 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{AnalysisSpec, FailureAction, HistoryEntry, Labels};
-use super::duration::DurationString;
+use super::duration::{self, DurationString};
+use super::rules;
 
 /// One cohort's migration from the legacy backend to the target, in declared steps.
 // clippy reads the repeated `printcolumn(type_ = ...)` keys as duplicated attributes.
@@ -57,6 +58,9 @@ use super::duration::DurationString;
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    validation = kube::core::Rule::new("self.metadata.name.size() <= 63").message(
+        "metadata.name of a MigrationWave must be at most 63 characters: it is written as a label value (switchyard.dev/wave) on the wave's routing objects"
     )
 )]
 #[serde(rename_all = "camelCase")]
@@ -68,7 +72,8 @@ use super::duration::DurationString;
     .field_path(".cohort"))]
 pub struct MigrationWaveSpec {
     /// Name of the CutoverPlan, in the same namespace, that lists this wave. Immutable.
-    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = rules::object_name("spec.plan", 63))]
+    #[schemars(length(min = 1, max = 63))]
     pub plan: String,
     /// The cohort's value for each of the plan's cohort keys, for example
     /// `{team: support, region: emea}`. At least one key. Immutable.
@@ -76,7 +81,13 @@ pub struct MigrationWaveSpec {
         .message("spec.cohort must set at least one cohort key, for example team: support"))]
     #[x_kube(validation = kube::core::Rule::new("self.all(k, self[k] != '')")
         .message("spec.cohort values must not be empty: give each key the cohort's value, for example team: support"))]
-    #[schemars(extend("maxProperties" = 8))]
+    #[x_kube(validation = rules::cohort_values("spec.cohort"))]
+    #[x_kube(validation = rules::cohort_key_names("spec.cohort"))]
+    #[x_kube(validation = rules::cohort_keys_not_reserved("spec.cohort"))]
+    #[schemars(extend(
+        "maxProperties" = 8,
+        "additionalProperties" = {"type": "string", "maxLength": 63}
+    ))]
     pub cohort: BTreeMap<String, CohortValue>,
     /// The steps, run in order. A wave that finishes its last step is Completed.
     #[schemars(length(min = 1, max = 64))]
@@ -100,7 +111,8 @@ pub struct MigrationWaveSpec {
     pub actions: Vec<WaveAction>,
 }
 
-/// A cohort key's value, such as `support` or `emea`.
+/// A cohort key's value, such as `support` or `emea`: 1-63 letters, digits, `-`, `_`
+/// or `.`, starting and ending with a letter or digit (a label value's syntax).
 pub type CohortValue = String;
 
 /// One step of a wave. Exactly one of its fields is set.
@@ -131,10 +143,16 @@ pub struct Step {
 }
 
 /// A step that lasts for a duration.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TimedStep {
-    /// How long the step lasts, for example `30m` or `72h`.
+    /// How long the step lasts, for example `30m` or `72h`: from 1s to 8784h (366 days).
+    #[x_kube(validation = duration::bounds_rule(
+        "a step's duration",
+        duration::MIN_SPAN,
+        duration::MAX_SPAN,
+        " (366 days): a step of zero would do nothing, and no step needs to hold a cohort for more than a year",
+    ))]
     pub duration: DurationString,
 }
 

@@ -223,6 +223,9 @@ pub struct Context {
     pub recorder: kube::runtime::events::Recorder,
     /// Counters, the analyzer and the alert store.
     pub services: Services,
+    /// The wave controller's cache of waves, where it checks that no two waves of a
+    /// plan share a cohort. None in the plan controller.
+    pub(crate) waves: Option<Cache<crate::api::MigrationWave>>,
 }
 
 impl Context {
@@ -317,6 +320,7 @@ impl Context {
             recorder: kube::runtime::events::Recorder::new(client.clone(), reporter),
             client,
             services,
+            waves: None,
         }
     }
 }

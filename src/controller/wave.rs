@@ -125,7 +125,10 @@ pub(crate) async fn run(
     let alerts = services.alerts.subscribe();
     let gained = services.leadership.gained();
     let admission_changes = services.admission.changes();
-    let context = Arc::new(Context::new(client, &settings, services));
+    let context = Arc::new(Context {
+        waves: Some(waves.clone()),
+        ..Context::new(client, &settings, services)
+    });
 
     let store = waves.store();
     let controller = Controller::for_shared_stream(changes, store.clone())
@@ -296,6 +299,11 @@ async fn reconcile(wave: Arc<MigrationWave>, ctx: Arc<Context>) -> Result<Action
         // becomes the leader, it reconciles every wave again.
         return Ok(Action::await_change());
     }
+    if ctx.waves.as_ref().is_some_and(|waves| !waves.is_synced()) {
+        // Whether another wave of the plan has this wave's cohort is read from the
+        // cache; before its first complete list it would find none.
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     let _timer = ctx.services.metrics.time_reconcile(CONTROLLER);
     Stats::bump(&ctx.services.stats.reconciles);
     let namespace = wave.namespace().ok_or(Error::NoNamespace)?;
@@ -430,6 +438,7 @@ async fn observe(
             plan: plan.name_any(),
         });
     }
+    problems.extend(duplicate_cohort(wave, &namespace, ctx));
     for key in wave.spec.cohort.keys() {
         if !spec.cohort_keys.contains_key(key) {
             problems.push(Problem::UnknownCohortKey {
@@ -508,6 +517,27 @@ async fn observe(
         router,
     };
     Ok((observations, Some(route)))
+}
+
+/// The problem of `wave` when another wave of its plan, in the cache, has the same cohort
+/// and holds it (the rule is [`engine::cohorts`]).
+fn duplicate_cohort(wave: &MigrationWave, namespace: &str, ctx: &Context) -> Option<Problem> {
+    use engine::cohorts::CohortClaim;
+    fn claim(w: &MigrationWave) -> CohortClaim<'_> {
+        CohortClaim {
+            name: w.metadata.name.as_deref().unwrap_or_default(),
+            cohort: &w.spec.cohort,
+            phase: w.status.as_ref().map(|s| s.phase).unwrap_or_default(),
+            created: w.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        }
+    }
+    let waves = ctx.waves.as_ref()?.state();
+    let others: Vec<CohortClaim> = waves
+        .iter()
+        .filter(|w| w.namespace().as_deref() == Some(namespace) && w.spec.plan == wave.spec.plan)
+        .map(|w| claim(w))
+        .collect();
+    engine::cohorts::duplicate_cohort(&claim(wave), &others)
 }
 
 /// Evaluates the wave's analysis metrics, if the wave is active: only then do they

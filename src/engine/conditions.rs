@@ -26,6 +26,7 @@ pub mod reason {
     pub const UNKNOWN_COHORT_KEY: &str = "UnknownCohortKey";
     pub const MAINTENANCE_NOT_CONFIGURED: &str = "MaintenanceNotConfigured";
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const DUPLICATE_COHORT: &str = "DuplicateCohort";
 
     pub const PENDING: &str = "Pending";
     pub const STEP_RUNNING: &str = "StepRunning";

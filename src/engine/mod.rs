@@ -8,6 +8,7 @@
 
 pub mod action_log;
 pub mod authority;
+pub mod cohorts;
 pub mod conditions;
 mod decision;
 pub mod freeze;

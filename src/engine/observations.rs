@@ -83,6 +83,9 @@ pub enum Problem {
     MaintenanceNotConfigured,
     /// The spec passed admission but cannot be run (for example an absurd duration).
     InvalidSpec { message: String },
+    /// Another wave of the plan has the same cohort and holds it (see
+    /// [`cohorts`](super::cohorts)).
+    DuplicateCohort { wave: String, cohort: String },
 }
 
 impl Problem {
@@ -95,6 +98,7 @@ impl Problem {
             Problem::UnknownCohortKey { .. } => reason::UNKNOWN_COHORT_KEY,
             Problem::MaintenanceNotConfigured => reason::MAINTENANCE_NOT_CONFIGURED,
             Problem::InvalidSpec { .. } => reason::INVALID_SPEC,
+            Problem::DuplicateCohort { .. } => reason::DUPLICATE_COHORT,
         }
     }
 
@@ -118,13 +122,22 @@ impl Problem {
                 maintenance backend to answer writes; set spec.maintenance on the plan"
                 .to_owned(),
             Problem::InvalidSpec { message } => message.clone(),
+            Problem::DuplicateCohort { wave, cohort } => format!(
+                "MigrationWave {wave:?} of the same plan already has the cohort {cohort}, so \
+                 this wave is not routed: two waves of one cohort would make routing \
+                 ambiguous; delete one of them, or create a wave for another cohort"
+            ),
         }
     }
 
     /// Whether the problem can go away without any watched object changing (a Service
-    /// being created), so the controller should look again later.
+    /// being created), or through a change that does not wake this wave (the other wave
+    /// of a duplicate cohort being deleted), so the controller should look again later.
     pub fn needs_polling(&self) -> bool {
-        matches!(self, Problem::BackendNotFound { .. })
+        matches!(
+            self,
+            Problem::BackendNotFound { .. } | Problem::DuplicateCohort { .. }
+        )
     }
 }
 
