@@ -19,7 +19,8 @@ use switchyard::api::MigrationWave;
 async fn grant_release_manager(client: &Client, ns: &str, user: &str) {
     let role: Role = serde_json::from_value(json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "act-on-waves"},
-        "rules": [{"apiGroups": ["switchyard.dev"], "resources": ["migrationwaves"], "verbs": ["get", "list", "watch", "update", "patch"]}]
+        "rules": [{"apiGroups": ["switchyard.dev"], "resources": ["migrationwaves"], "verbs": ["get", "list", "watch", "update", "patch"]},
+                  {"apiGroups": ["switchyard.dev"], "resources": ["cutoverplans"], "verbs": ["get"]}]
     }))
     .unwrap();
     let _ = Api::<Role>::namespaced(client.clone(), ns)
@@ -51,6 +52,7 @@ async fn append_with(
     dry_run: bool,
 ) -> Result<MigrationWave, kube::Error> {
     let mut wave = api.get("w").await.unwrap();
+    let action = vouched(api, &wave, action).await;
     wave.spec
         .actions
         .push(serde_json::from_value(action).unwrap());
@@ -63,6 +65,39 @@ async fn append_with(
         &Patch::Merge(json!({"spec": {"actions": wave.spec.actions}})),
     )
     .await
+}
+
+/// The UID of plan `crm` in `ns`.
+async fn plan_uid(admin: &Client, ns: &str) -> String {
+    Api::<switchyard::api::CutoverPlan>::namespaced(admin.clone(), ns)
+        .get("crm")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap()
+}
+
+/// `action` with what `kubectl wave` records besides the user, unless the test sets it:
+/// the requester's groups, and the UID of the wave's plan (when it exists).
+async fn vouched(
+    api: &Api<MigrationWave>,
+    wave: &MigrationWave,
+    mut action: serde_json::Value,
+) -> serde_json::Value {
+    let client = api.clone().into_client();
+    if action.get("groups").is_none() {
+        let who = switchyard::cli::commands::whoami(&client).await.unwrap();
+        action["groups"] = json!(who.groups);
+    }
+    if action.get("planUID").is_none() {
+        let plans: Api<switchyard::api::CutoverPlan> =
+            Api::namespaced(client, wave.metadata.namespace.as_deref().unwrap());
+        if let Ok(Some(plan)) = plans.get_opt(&wave.spec.plan).await {
+            action["planUID"] = json!(plan.metadata.uid);
+        }
+    }
+    action
 }
 
 /// The policies take effect once the API server has loaded them, a few seconds after
@@ -122,7 +157,7 @@ async fn actions_record_exactly_the_requester_and_are_append_only() {
     // The policy takes effect once the API server has loaded it.
     let spoof = first_refusal(&alice, json!({"type": "Approve", "step": 0, "user": "bob"})).await;
     assert!(
-        spoof.contains("must record the requesting user: write user: alice"),
+        spoof.contains("must record the requesting user and groups exactly: write user: alice"),
         "{spoof}"
     );
 
@@ -290,7 +325,9 @@ async fn only_the_plans_approvers_and_rollback_authority_may_act() {
         async move {
             let plans: Api<switchyard::api::CutoverPlan> =
                 Api::namespaced(plane.client_as(user, groups).await.unwrap(), &ns);
-            let actions = json!([{"type": "PassGate", "gate": "rehearsal", "user": user}]);
+            let groups = [groups, &["system:authenticated"]].concat();
+            let actions =
+                json!([{"type": "PassGate", "gate": "rehearsal", "user": user, "groups": groups}]);
             plans
                 .patch(
                     "crm",
@@ -428,7 +465,9 @@ async fn a_step_or_gate_naming_its_own_approvers_overrides_the_plans() {
     current.spec.steps[0].approval =
         Some(serde_json::from_value(json!({"approvers": {"users": ["mallory"]}})).unwrap());
     current.spec.actions.push(
-        serde_json::from_value(json!({"type": "Approve", "step": 0, "user": "mallory"})).unwrap(),
+        serde_json::from_value(json!({"type": "Approve", "step": 0, "user": "mallory",
+            "groups": ["system:authenticated"], "planUID": plan_uid(&admin, &ns).await}))
+        .unwrap(),
     );
     let message = refusal(
         mallory
@@ -453,9 +492,12 @@ async fn a_step_or_gate_naming_its_own_approvers_overrides_the_plans() {
             let plans: Api<switchyard::api::CutoverPlan> =
                 Api::namespaced(plane.client_as(user, groups).await.unwrap(), &ns);
             let mut actions = plans.get("crm").await.unwrap().spec.actions;
+            let groups = [groups, &["system:authenticated"]].concat();
             actions.push(
-                serde_json::from_value(json!({"type": "PassGate", "gate": gate, "user": user}))
-                    .unwrap(),
+                serde_json::from_value(
+                    json!({"type": "PassGate", "gate": gate, "user": user, "groups": groups}),
+                )
+                .unwrap(),
             );
             plans
                 .patch(
@@ -571,7 +613,7 @@ async fn release_managers_append_actions_but_only_editors_change_the_spec() {
     };
     assert!(
         message.contains(
-            "only users who may update cutoverplans (the switchyard-editor role) may change the spec; rita may only append to spec.actions"
+            "only users who may update cutoverplans (the switchyard-editor role) may change the spec, labels, annotations, finalizers or ownerReferences; rita may only append to spec.actions"
         ),
         "{message}"
     );
@@ -587,21 +629,91 @@ async fn release_managers_append_actions_but_only_editors_change_the_spec() {
     );
     assert!(message.contains("may update migrationwaves"), "{message}");
 
-    // Appending an action, and labelling, are hers to do.
+    // Appending an action is hers to do; the object's metadata is not: ownerReferences
+    // (a garbage collector would delete the plan), finalizers (a deletion would skip the
+    // rollback), labels and annotations, on plans and waves alike.
     append(
         &rita_waves,
         json!({"type": "Pause", "user": "rita", "message": "hold"}),
     )
     .await
     .expect("a release manager appends an action");
-    rita_waves
+    let owner = json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "bait",
+                       "uid": "6b0e8d3c-0000-4000-8000-000000000001"});
+    let metadata_changes = [
+        json!({"metadata": {"ownerReferences": [owner]}}),
+        json!({"metadata": {"finalizers": null}}),
+        json!({"metadata": {"finalizers": ["example.com/hold"]}}),
+        json!({"metadata": {"labels": {"ticket": "chg-1"}}}),
+        json!({"metadata": {"annotations": {"switchyard.dev/actions-compacted": "900"}}}),
+    ];
+    // Finalizers to remove (the operator's, as it would have added them).
+    eddie_plans
+        .patch(
+            "crm",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": ["switchyard.dev/rollback-waves"]}})),
+        )
+        .await
+        .expect("an editor may set finalizers");
+    Api::<MigrationWave>::namespaced(eddie.clone(), &ns)
         .patch(
             "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": ["switchyard.dev/routing-cleanup"]}})),
+        )
+        .await
+        .expect("an editor may set finalizers");
+    for change in &metadata_changes {
+        let on_plan = refusal_of(
+            rita_plans
+                .patch("crm", &PatchParams::default(), &Patch::Merge(change))
+                .await,
+        );
+        assert!(
+            on_plan.contains("rita may only append to spec.actions"),
+            "{change}: {on_plan}"
+        );
+        let on_wave = refusal(
+            rita_waves
+                .patch("w", &PatchParams::default(), &Patch::Merge(change))
+                .await,
+        );
+        assert!(
+            on_wave.contains("rita may only append to spec.actions"),
+            "{change}: {on_wave}"
+        );
+    }
+    // The plan's finalizer is still there, and no owner was added.
+    let stored = eddie_plans.get("crm").await.unwrap();
+    assert!(
+        stored
+            .metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty()
+    );
+    assert_eq!(
+        stored.metadata.finalizers.unwrap_or_default(),
+        vec!["switchyard.dev/rollback-waves".to_owned()]
+    );
+    eddie_plans
+        .patch(
+            "crm",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    // An editor keeps full control of metadata.
+    eddie_plans
+        .patch(
+            "crm",
             &PatchParams::default(),
             &Patch::Merge(json!({"metadata": {"labels": {"ticket": "chg-1"}}})),
         )
         .await
-        .expect("metadata is not the spec");
+        .expect("an editor labels the plan");
     // The editor changes the spec.
     eddie_plans
         .patch(

@@ -281,16 +281,7 @@ async fn gates_hold_every_wave_until_they_pass() {
         "the manual gate still holds"
     );
 
-    let mut plan_now = plans.get("crm").await.unwrap();
-    plan_now.spec.actions = serde_json::from_value(json!([{"type": "PassGate", "gate": "rehearsal-accepted", "user": "alice", "message": "rehearsal #3 signed off"}])).unwrap();
-    plans
-        .patch(
-            "crm",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"actions": plan_now.spec.actions}})),
-        )
-        .await
-        .unwrap();
+    pass_gate(&ns, "crm", "rehearsal-accepted", "alice", "rehearsal #3 signed off").await;
     wait_phase(&client, &ns, "a", WavePhase::AwaitingApproval, Some(1)).await;
     wait_phase(&client, &ns, "b", WavePhase::AwaitingApproval, Some(1)).await;
     let status = plans.get("crm").await.unwrap().status.unwrap();

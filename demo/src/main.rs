@@ -484,7 +484,8 @@ async fn setup(
         .map_err(|source| DemoError::Plugin {
             command: "whoami".into(),
             source,
-        })?;
+        })?
+        .user;
     let rewritten = example.rewrite(&Settings {
         scale,
         namespace: cluster.namespace.clone(),

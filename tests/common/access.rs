@@ -42,6 +42,46 @@ pub async fn install_policies(client: &Client) {
     }
 }
 
+/// Waits until the API server enforces the policies just installed: until then, a
+/// request they match fails with "not yet synced" (the plans they take as parameters
+/// are still being listed) or passes unchecked. Probes with a dry-run create of a wave
+/// that records an action, which the policies refuse once in force.
+pub async fn await_policies_in_force(admin: &Client) {
+    use kube::api::{DynamicObject, PostParams};
+    let api = super::dynamic_api::<switchyard::api::MigrationWave>(admin.clone(), "default");
+    let probe: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "switchyard.dev/v1alpha1", "kind": "MigrationWave",
+        "metadata": {"name": "policy-probe"},
+        "spec": {"plan": "p", "cohort": {"team": "t"}, "steps": [{"setWeight": 1}],
+                 "actions": [{"type": "Pause", "user": "nobody"}]}
+    }))
+    .unwrap();
+    let params = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let last = match api.create(&params, &probe).await {
+            Err(kube::Error::Api(status))
+                if status.code == 403
+                    && status
+                        .message
+                        .contains("must be empty when the object is created")
+                    && !status.message.contains("not yet synced") =>
+            {
+                return;
+            }
+            other => format!("{other:?}"),
+        };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the admission policies were not in force within 60s: {last}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// Applies the ClusterRoles of `policies/rbac.yaml`.
 pub async fn install_roles(admin: &Client) {
     let text =
@@ -59,6 +99,26 @@ pub async fn install_roles(admin: &Client) {
             .await
             .unwrap();
     }
+}
+
+/// Binds the ClusterRole `role` to `group` in every namespace.
+pub async fn bind_group_cluster_wide(admin: &Client, role: &str, group: &str) {
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": format!("{role}-{group}")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}]
+    }))
+    .unwrap();
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .patch(
+            &format!("{role}-{group}"),
+            &PatchParams::apply("switchyard-test").force(),
+            &Patch::Apply(&binding),
+        )
+        .await
+        .unwrap();
 }
 
 /// Binds the ClusterRole `role` to `user` in `ns`.

@@ -24,11 +24,28 @@ pub fn plane() -> &'static ControlPlane {
     .unwrap_or_else(|err| panic!("{err}"))
 }
 
-/// The admin client and a fresh namespace for one test.
+/// The group the test plans authorise for every action, and whose members may act
+/// (the release-manager role, cluster-wide).
+pub const TEST_ACTORS: &str = "switchyard-test-actors";
+
+/// The admin client and a fresh namespace for one test. The plane has Switchyard's
+/// admission policies and roles installed, as the chart installs them, so that the
+/// operator applies actions: it refuses every action while the policies are missing.
 pub async fn admin_in_fresh_namespace(prefix: &str) -> (Client, String) {
+    static ACCESS: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     let plane = plane();
+    let admin = plane.client().await.expect("admin client");
+    ACCESS
+        .get_or_init(|| async {
+            access::install_policies(&admin).await;
+            access::install_roles(&admin).await;
+            access::bind_group_cluster_wide(&admin, "switchyard-release-manager", TEST_ACTORS)
+                .await;
+            access::await_policies_in_force(&admin).await;
+        })
+        .await;
     let namespace = plane.create_namespace(prefix).await.expect("namespace");
-    (plane.client().await.expect("admin client"), namespace)
+    (admin, namespace)
 }
 
 /// Creates `object` (JSON, as a user would write it) and returns the API server's refusal.

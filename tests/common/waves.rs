@@ -110,7 +110,9 @@ pub fn plan(name: &str, waves: &[&str], config_map: bool) -> CutoverPlan {
             "cohortKeys": {"team": {"header": "x-crm-team"}, "region": {"header": "x-crm-region"}},
             "legacyAccess": {"header": "x-switchyard-legacy", "value": "true"},
             "waves": waves.iter().map(|w| json!({"name": w})).collect::<Vec<_>>(),
-            "maxConcurrentWaves": 4
+            "maxConcurrentWaves": 4,
+            "approvers": {"groups": [super::TEST_ACTORS]},
+            "rollbackAuthority": {"groups": [super::TEST_ACTORS]}
         }
     }))
     .unwrap()
@@ -197,11 +199,23 @@ pub async fn wait_phase(
 /// between the read and the write is a conflict: read again and retry, as
 /// `kubectl wave` does.
 pub async fn act(client: &Client, namespace: &str, name: &str, action: serde_json::Value) {
-    let api: Api<MigrationWave> = Api::namespaced(client.clone(), namespace);
-    let action: switchyard::api::WaveAction =
+    let _ = client;
+    let mut action: switchyard::api::WaveAction =
         serde_json::from_value(action).expect("a valid action");
+    // The action is made by the user it names, a member of the test plans' authorised
+    // group, and records what admission vouches for: their groups and the plan's UID.
+    let actor = super::plane()
+        .client_as(&action.user, &[super::TEST_ACTORS])
+        .await
+        .expect("an impersonating client");
+    let who = switchyard::cli::commands::whoami(&actor).await.unwrap();
+    action.groups = who.groups;
+    let api: Api<MigrationWave> = Api::namespaced(actor.clone(), namespace);
+    let plans: Api<CutoverPlan> = Api::namespaced(actor, namespace);
     for _ in 0..10 {
         let mut wave = api.get(name).await.unwrap();
+        let plan = plans.get(&wave.spec.plan).await.unwrap();
+        action.plan_uid = plan.metadata.uid.clone();
         wave.spec.actions.push(action.clone());
         let appended = api
             .patch(
@@ -220,6 +234,43 @@ pub async fn act(client: &Client, namespace: &str, name: &str, action: serde_jso
         }
     }
     panic!("appending an action to {name}: 10 conflicts in a row");
+}
+
+/// Passes gate `gate` of plan `plan` as `user`, a member of the test plans' authorised
+/// group, recording what admission vouches for, as `kubectl wave gate pass` does.
+pub async fn pass_gate(namespace: &str, plan: &str, gate: &str, user: &str, message: &str) {
+    let actor = super::plane()
+        .client_as(user, &[super::TEST_ACTORS])
+        .await
+        .expect("an impersonating client");
+    let who = switchyard::cli::commands::whoami(&actor).await.unwrap();
+    let plans: Api<CutoverPlan> = Api::namespaced(actor, namespace);
+    for _ in 0..10 {
+        let mut current = plans.get(plan).await.unwrap();
+        current.spec.actions.push(switchyard::api::PlanAction {
+            action: switchyard::api::PlanActionType::PassGate,
+            user: who.user.clone(),
+            groups: who.groups.clone(),
+            gate: gate.to_owned(),
+            message: Some(message.to_owned()),
+        });
+        let appended = plans
+            .patch(
+                plan,
+                &PatchParams::default(),
+                &Patch::Merge(json!({
+                    "metadata": {"resourceVersion": current.metadata.resource_version},
+                    "spec": {"actions": current.spec.actions},
+                })),
+            )
+            .await;
+        match appended {
+            Ok(_) => return,
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(err) => panic!("passing gate {gate} of {plan}: {err}"),
+        }
+    }
+    panic!("passing gate {gate} of {plan}: 10 conflicts in a row");
 }
 
 /// A condition's `status/reason`, or "absent".
