@@ -24,12 +24,14 @@ pub mod reason {
     pub const UNKNOWN_COHORT_KEY: &str = "UnknownCohortKey";
     pub const MAINTENANCE_NOT_CONFIGURED: &str = "MaintenanceNotConfigured";
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const ANALYSIS_WITHOUT_METRICS: &str = "AnalysisWithoutMetrics";
 
     pub const PENDING: &str = "Pending";
     pub const STEP_RUNNING: &str = "StepRunning";
     pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
     pub const METRIC_BREACHING: &str = "MetricBreaching";
     pub const METRIC_UNKNOWN: &str = "MetricUnknown";
+    pub const AWAITING_EVIDENCE: &str = "AwaitingEvidence";
     pub const HELD_BY_PLAN: &str = "HeldByPlan";
     pub const COMPLETED: &str = "Completed";
     pub const NOT_COMPLETED: &str = "NotCompleted";
