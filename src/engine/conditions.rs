@@ -24,7 +24,6 @@ pub mod reason {
     pub const UNKNOWN_COHORT_KEY: &str = "UnknownCohortKey";
     pub const MAINTENANCE_NOT_CONFIGURED: &str = "MaintenanceNotConfigured";
     pub const INVALID_SPEC: &str = "InvalidSpec";
-    pub const ANALYSIS_WITHOUT_METRICS: &str = "AnalysisWithoutMetrics";
 
     pub const PENDING: &str = "Pending";
     pub const STEP_RUNNING: &str = "StepRunning";

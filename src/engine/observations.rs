@@ -22,8 +22,7 @@ pub struct Observations {
     /// The names of the analysis metrics that apply to the wave (its own and its
     /// plan's, merged), whether or not they were evaluated for this decision. A forward
     /// move needs a fresh Healthy evaluation of each (see `evidence_horizon`); one that
-    /// is missing from `metrics` holds the wave. `None` means "the ones in `metrics`",
-    /// and skips the check that an analysis step has metrics to hold on.
+    /// is missing from `metrics` holds the wave. `None` means "the ones in `metrics`".
     pub analysis_metrics: Option<Vec<String>>,
     /// When the metrics are evaluated next, if the wave has any.
     pub next_evaluation_at: Option<Timestamp>,
@@ -85,9 +84,6 @@ pub enum Problem {
     MaintenanceNotConfigured,
     /// The spec passed admission but cannot be run (for example an absurd duration).
     InvalidSpec { message: String },
-    /// An analysis step, but neither the wave nor its plan declares a metric: the
-    /// step would pass on no evidence at all.
-    AnalysisWithoutMetrics { step: usize },
 }
 
 impl Problem {
@@ -100,7 +96,6 @@ impl Problem {
             Problem::UnknownCohortKey { .. } => reason::UNKNOWN_COHORT_KEY,
             Problem::MaintenanceNotConfigured => reason::MAINTENANCE_NOT_CONFIGURED,
             Problem::InvalidSpec { .. } => reason::INVALID_SPEC,
-            Problem::AnalysisWithoutMetrics { .. } => reason::ANALYSIS_WITHOUT_METRICS,
         }
     }
 
@@ -124,11 +119,6 @@ impl Problem {
                 maintenance backend to answer writes; set spec.maintenance on the plan"
                 .to_owned(),
             Problem::InvalidSpec { message } => message.clone(),
-            Problem::AnalysisWithoutMetrics { step } => format!(
-                "spec.steps[{step}] is an analysis step, but neither the wave nor its plan \
-                 declares analysis metrics, so it would pass on no evidence; add \
-                 analysis.metrics to the wave or the plan, or remove the step"
-            ),
         }
     }
 

@@ -197,12 +197,16 @@ impl Wave<'_> {
             _ => None,
         };
         let total = self.steps.len();
+        let mut message = format!("step {}/{total}: {}", index + 1, kind.describe());
+        if matches!(kind, StepKind::Analysis(_)) && self.no_metrics() {
+            message.push_str(evidence::NO_METRICS);
+        }
         self.record(
             EventKind::Normal,
             event::STEP_STARTED,
             None,
             cond::ACTOR_SWITCHYARD,
-            format!("step {}/{total}: {}", index + 1, kind.describe()),
+            message,
         );
     }
 
@@ -848,7 +852,6 @@ pub fn decide(
             Vec::new()
         }
     };
-    problems.extend(evidence::analysis_without_metrics(&steps, observations));
     let mut status = status.clone();
     // RollingBack records a rollback whose routing removal has not been confirmed yet;
     // the decision is still "rolled back", and the controller retries the removal.

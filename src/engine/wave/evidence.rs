@@ -24,10 +24,24 @@ use jiff::Timestamp;
 use super::{StepKind, Wave, add, parse_steps};
 use crate::api::{MigrationWaveSpec, MigrationWaveStatus, WavePhase};
 use crate::engine::conditions::reason;
-use crate::engine::observations::{Observations, Problem};
+use crate::engine::observations::Observations;
 use crate::engine::whole_seconds;
 
+/// What the history and the Event of an analysis step say when no metric applies to
+/// the wave: the step is a timed hold (see docs/design-decisions.md).
+pub(super) const NO_METRICS: &str =
+    " (no analysis metrics apply to this wave: a timed hold, watched only by alerts and people)";
+
 impl Wave<'_> {
+    /// Whether the controller said that no analysis metric applies to the wave.
+    pub(super) fn no_metrics(&self) -> bool {
+        self.obs
+            .analysis_metrics
+            .as_ref()
+            .is_some_and(Vec::is_empty)
+            && self.obs.metrics.is_empty()
+    }
+
     /// The metrics a forward move needs evidence for: those that apply to the wave,
     /// and any other that was observed.
     fn required_metrics(&self) -> Vec<&str> {
@@ -118,22 +132,6 @@ impl Wave<'_> {
         }
         None
     }
-}
-
-/// An analysis step when no metric applies to the wave: it would pass on no evidence.
-/// Known only when the controller says which metrics apply.
-pub(super) fn analysis_without_metrics(
-    steps: &[StepKind],
-    observations: &Observations,
-) -> Option<Problem> {
-    let names = observations.analysis_metrics.as_ref()?;
-    if !names.is_empty() || !observations.metrics.is_empty() {
-        return None;
-    }
-    steps
-        .iter()
-        .position(|s| matches!(s, StepKind::Analysis(_)))
-        .map(|step| Problem::AnalysisWithoutMetrics { step })
 }
 
 /// The moment at or after which the wave's metrics must have been evaluated for its
