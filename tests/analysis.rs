@@ -195,35 +195,84 @@ async fn healthy_metrics_let_waves_progress_and_a_sustained_breach_rolls_back_or
 }
 
 #[tokio::test]
-async fn an_empty_result_pauses_and_never_advances() {
+async fn an_empty_result_keeps_a_wave_from_starting_and_pauses_a_running_one() {
     let s = stack("analysis-nodata", false).await;
     let _controller = RunningController::start_with_services(&s.client, &s.ns, s.services.clone());
-    // Nothing exports the series for this cohort.
+    // Nothing exports the series for this cohort: the wave's start is evaluated, and it
+    // does not start on missing evidence.
     create(
         &s.client,
         &s.ns,
         &analysed_wave("marketing-emea", "marketing", "Rollback", steps()),
     )
     .await;
+    let pending = wait_wave(
+        &s.client,
+        &s.ns,
+        "marketing-emea",
+        Duration::from_secs(30),
+        "Pending on NoData",
+        |w| condition(w, "Progressing") == "False/MetricUnknown",
+    )
+    .await;
+    let status = pending.status.as_ref().unwrap();
+    assert_eq!(
+        (status.phase, status.step_index),
+        (WavePhase::Pending, None)
+    );
+    assert_eq!(status.analysis[0].result, "NoData");
+    assert!(route(&s.client, &s.ns, "marketing-emea").await.is_none());
+
+    // The series appears: the wave starts and runs to its approval.
+    let labels = [("team", "marketing"), ("region", "emea")];
+    s.exporter.set("crm_handoff_failures", &labels, 1.0);
+    wait_phase(
+        &s.client,
+        &s.ns,
+        "marketing-emea",
+        WavePhase::AwaitingApproval,
+        Some(2),
+    )
+    .await;
+    // It disappears: NoData pauses the running wave, which keeps its routing.
+    s.exporter.remove("crm_handoff_failures", &labels);
     let paused = wait_phase(
         &s.client,
         &s.ns,
         "marketing-emea",
         WavePhase::Paused,
-        Some(0),
+        Some(2),
     )
     .await;
     assert_eq!(condition(&paused, "Paused"), "True/NoData");
-    assert_eq!(paused.status.as_ref().unwrap().analysis[0].result, "NoData");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let still: MigrationWave = Api::namespaced(s.client.clone(), &s.ns)
-        .get("marketing-emea")
-        .await
-        .unwrap();
-    let status = still.status.unwrap();
+    let paused_at = paused.status.as_ref().unwrap().analysis[0]
+        .evaluated_at
+        .clone()
+        .unwrap()
+        .0;
+    assert!(route(&s.client, &s.ns, "marketing-emea").await.is_some());
+    // Later evaluations (every second) change nothing: it never advances on missing
+    // evidence.
+    let later = wait_wave(
+        &s.client,
+        &s.ns,
+        "marketing-emea",
+        Duration::from_secs(20),
+        "a later evaluation",
+        |w| {
+            w.status.as_ref().is_some_and(|st| {
+                st.analysis
+                    .first()
+                    .and_then(|m| m.evaluated_at.as_ref())
+                    .is_some_and(|at| at.0 > paused_at + jiff::SignedDuration::from_secs(2))
+            })
+        },
+    )
+    .await;
+    let status = later.status.unwrap();
     assert_eq!(
         (status.phase, status.step_index),
-        (WavePhase::Paused, Some(0)),
+        (WavePhase::Paused, Some(2)),
         "never advances on missing evidence"
     );
 }
@@ -430,4 +479,183 @@ async fn hostile_cohort_values_are_escaped_in_queries() {
         ("Healthy", Some(2.0)),
         "the query matched exactly the hostile cohort's series"
     );
+}
+
+/// Issue 11, finding 5: with `interval: 1h`, both 15 s analysis steps used to pass on the
+/// one evaluation made before the first of them started, although the metric breached
+/// right after it, and the wave reached 100%. Now an analysis step ends only on an
+/// evaluation made at or after its end: the breach rolls the wave back at the end of the
+/// first analysis step, not an hour later.
+#[tokio::test]
+async fn an_analysis_step_shorter_than_the_interval_ends_only_on_an_evaluation_at_its_end() {
+    let s = stack("analysis-fresh", false).await;
+    let labels = [("team", "support"), ("region", "emea")];
+    s.exporter.set("crm_handoff_failures", &labels, 0.0);
+    s.prometheus
+        .wait_for_value(
+            "crm_handoff_failures{team=\"support\"}",
+            |v| v == 0.0,
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    let _controller = RunningController::start_with_services(&s.client, &s.ns, s.services.clone());
+    let mut w = wave(
+        "support-emea",
+        "crm",
+        "support",
+        "emea",
+        json!([
+            {"setWeight": 5},
+            {"analysis": {"duration": "15s"}},
+            {"setWeight": 50},
+            {"analysis": {"duration": "15s"}},
+            {"setWeight": 100}
+        ]),
+    );
+    w.spec.analysis = Some(
+        serde_json::from_value(json!({
+            "interval": "1h",
+            "metrics": [{
+                "name": "failed-handoffs",
+                "query": "crm_handoff_failures{team=\"{{team}}\",region=\"{{region}}\"}",
+                "max": 1,
+                "failureLimit": 1,
+                "onFailure": "Rollback"
+            }]
+        }))
+        .unwrap(),
+    );
+    create(&s.client, &s.ns, &w).await;
+    let first = wait_wave(
+        &s.client,
+        &s.ns,
+        "support-emea",
+        Duration::from_secs(30),
+        "a first, Healthy evaluation",
+        |w| {
+            w.status
+                .as_ref()
+                .is_some_and(|st| st.analysis.first().is_some_and(|m| m.result == "Healthy"))
+        },
+    )
+    .await;
+    let first_at = first.status.unwrap().analysis[0]
+        .evaluated_at
+        .clone()
+        .unwrap()
+        .0;
+
+    // The metric breaches right after its first evaluation.
+    s.exporter.set("crm_handoff_failures", &labels, 5.0);
+    s.prometheus
+        .wait_for_value(
+            "crm_handoff_failures{team=\"support\"}",
+            |v| v == 5.0,
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    let done = wait_wave(
+        &s.client,
+        &s.ns,
+        "support-emea",
+        Duration::from_secs(60),
+        "RolledBack or Completed",
+        |w| {
+            w.status
+                .as_ref()
+                .is_some_and(|st| matches!(st.phase, WavePhase::RolledBack | WavePhase::Completed))
+        },
+    )
+    .await;
+    let status = done.status.clone().unwrap();
+    let steps: Vec<String> = status
+        .history
+        .iter()
+        .map(|h| format!("{} {}", h.event, h.message.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        status.phase,
+        WavePhase::RolledBack,
+        "the breach must roll the wave back: {steps:#?}"
+    );
+    assert_eq!(condition(&done, "RolledBack"), "True/MetricBreached");
+    assert!(
+        !steps.iter().any(|s| s.contains("setWeight 50")),
+        "never past 5%: {steps:#?}"
+    );
+    assert!(route(&s.client, &s.ns, "support-emea").await.is_none());
+    // At the end of the first analysis step (the evaluation at its end), not an
+    // interval later.
+    let at = |event: &str, contains: &str| {
+        status
+            .history
+            .iter()
+            .find(|h| h.event == event && h.message.as_deref().unwrap_or("").contains(contains))
+            .unwrap_or_else(|| panic!("no {event} {contains:?}: {steps:#?}"))
+            .at
+            .0
+    };
+    let step_end = at("StepStarted", "analysis for 15s") + jiff::SignedDuration::from_secs(15);
+    let rolled_back = at("RolledBack", "");
+    let metric = &status.analysis[0];
+    let evaluated = metric.evaluated_at.clone().unwrap().0;
+    assert_eq!(
+        (metric.result.as_str(), metric.value),
+        ("Breached", Some(5.0))
+    );
+    assert!(
+        evaluated >= step_end && evaluated > first_at,
+        "the deciding evaluation ({evaluated}) is from the step's end ({step_end}) on"
+    );
+    assert!(
+        rolled_back <= step_end + jiff::SignedDuration::from_secs(2),
+        "rolled back at {rolled_back}, the step ended at {step_end}"
+    );
+    // Evidence on demand is a query per guarded move, not a poll: at most the start,
+    // the move past setWeight 5 (normally answered by the start's evaluation) and the
+    // step's end, within the one-hour interval.
+    let sent = s.services.analyzer.stats.queries_sent();
+    assert!((2..=3).contains(&sent), "{sent} queries");
+}
+
+/// An analysis step with no metric to hold on (neither the wave's nor its plan's) is a
+/// timed hold (docs/design-decisions.md), and its history entry and Event say so.
+#[tokio::test]
+async fn an_analysis_step_without_metrics_is_a_timed_hold_and_says_so() {
+    let (client, ns) = common::admin_in_fresh_namespace("analysis-nometrics").await;
+    create_backends(&client, &ns).await;
+    create(&client, &ns, &plan("crm", &["support-emea"], false)).await;
+    let _controller = RunningController::start(&client, &ns);
+    create(
+        &client,
+        &ns,
+        &wave(
+            "support-emea",
+            "crm",
+            "support",
+            "emea",
+            json!([{"setWeight": 10}, {"analysis": {"duration": "1s"}}]),
+        ),
+    )
+    .await;
+    let done = wait_phase(&client, &ns, "support-emea", WavePhase::Completed, None).await;
+    let status = done.status.unwrap();
+    let started = status
+        .history
+        .iter()
+        .find(|h| {
+            h.event == "StepStarted" && h.message.as_deref().unwrap_or("").contains("analysis")
+        })
+        .expect("the analysis step started");
+    assert!(
+        started
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("no analysis metrics apply to this wave: a timed hold"),
+        "{started:?}"
+    );
+    assert!(status.analysis.is_empty());
 }

@@ -172,6 +172,7 @@ fn observations(event: &Event, now: Timestamp) -> Observations {
                 },
             })
             .collect(),
+        analysis_metrics: None,
         next_evaluation_at: event
             .metric
             .as_ref()
@@ -353,6 +354,219 @@ proptest! {
             let last = engine::decide(&spec, &settled.status, &obs, now);
             prop_assert_eq!(&last.status, &settled.status, "did not settle");
 
+            status = decision.status;
+            routing = decision.routing;
+        }
+    }
+}
+
+// Fresh evidence (issue 11, finding 5; DESIGN.md §7): no forward move on an evaluation
+// older than the step or the move it guards.
+
+/// What the controller hands over for one metric at a tick.
+#[derive(Clone, Copy, Debug)]
+enum Eval {
+    /// Evaluated at this tick.
+    Now(MetricOutcome),
+    /// The previous evaluation again (the metric was not due), or none if there was none.
+    Same,
+    /// An evaluation this many seconds old.
+    Ago(i64, MetricOutcome),
+    /// Not evaluated at all (as for a pending wave the controller did not evaluate).
+    Missing,
+}
+
+#[derive(Clone, Debug)]
+struct Tick {
+    jump: i64,
+    human: Human,
+    evals: [Eval; 2],
+    hold: bool,
+    may_start: bool,
+}
+
+const METRICS: [&str; 2] = ["errors", "latency"];
+
+fn tick_strategy() -> impl Strategy<Value = Tick> {
+    let human = prop_oneof![
+        8 => Just(Human::None),
+        1 => Just(Human::Pause),
+        2 => Just(Human::Resume),
+        1 => Just(Human::Rollback),
+        1 => Just(Human::Retry),
+        3 => Just(Human::ApproveCurrent),
+    ];
+    let outcome = prop_oneof![
+        8 => Just(MetricOutcome::Healthy),
+        1 => Just(MetricOutcome::Breached),
+        1 => Just(MetricOutcome::NoData),
+    ];
+    let eval = prop_oneof![
+        3 => outcome.clone().prop_map(Eval::Now),
+        5 => Just(Eval::Same),
+        2 => (0..400i64, outcome).prop_map(|(ago, o)| Eval::Ago(ago, o)),
+        1 => Just(Eval::Missing),
+    ];
+    (
+        prop_oneof![3 => 0..3i64, 3 => 3..120i64, 1 => 120..10_000i64],
+        human,
+        [eval.clone(), eval],
+        prop::bool::weighted(0.05),
+        prop::bool::weighted(0.9),
+    )
+        .prop_map(|(jump, human, evals, hold, may_start)| Tick {
+            jump,
+            human,
+            evals,
+            hold,
+            may_start,
+        })
+}
+
+fn seconds(step: &Step) -> Option<SignedDuration> {
+    step.analysis.as_ref().or(step.quiet.as_ref()).map(|t| {
+        SignedDuration::from_secs(t.duration.as_str().trim_end_matches('s').parse().unwrap())
+    })
+}
+
+/// The moment the evidence for a move from `before` must be no older than, worked out
+/// from the rule itself: the start of the step the move leaves and, for a step that
+/// ends by time or approval, that end; for a start, the moment of the start.
+fn required_since(
+    spec: &MigrationWaveSpec,
+    before: &MigrationWaveStatus,
+    after: &MigrationWaveStatus,
+    approved_now: bool,
+    now: Timestamp,
+) -> Timestamp {
+    let now = engine::whole_seconds(now);
+    let Some(index) = before
+        .step_index
+        .filter(|_| after.attempt == before.attempt && before.phase != WavePhase::RolledBack)
+    else {
+        return now;
+    };
+    let step = &spec.steps[index as usize];
+    let started = before.step_started_at.as_ref().map_or(now, |t| t.0);
+    if let Some(d) = seconds(step) {
+        started + d
+    } else if step.dual_access.is_some() {
+        before
+            .dual_access_until
+            .as_ref()
+            .expect("dual access has an end")
+            .0
+    } else if step.approval.is_some() {
+        if approved_now {
+            now
+        } else {
+            before
+                .history
+                .iter()
+                .rev()
+                .find(|h| h.event == "Approved")
+                .map_or(started, |h| h.at.0.max(started))
+        }
+    } else {
+        started
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_forward_move_rests_on_an_evaluation_older_than_the_step_or_the_move(
+        mut spec in spec_strategy(),
+        ticks in prop::collection::vec(tick_strategy(), 1..60),
+    ) {
+        spec.alerts = None;
+        let steps = spec.steps.len();
+        let mut now: Timestamp = "2026-03-01T00:00:00Z".parse().unwrap();
+        let mut status = MigrationWaveStatus::default();
+        let mut routing = RoutingIntent::Remove;
+        let mut last: [Option<(Timestamp, MetricOutcome)>; 2] = [None, None];
+        for tick in &ticks {
+            now += SignedDuration::from_secs(tick.jump);
+            let new_action = action(&tick.human, &status);
+            spec.actions.extend(new_action.clone());
+            for (slot, eval) in last.iter_mut().zip(tick.evals) {
+                *slot = match eval {
+                    Eval::Now(outcome) => Some((now, outcome)),
+                    Eval::Same => *slot,
+                    Eval::Ago(ago, outcome) => Some((now - SignedDuration::from_secs(ago), outcome)),
+                    Eval::Missing => None,
+                };
+            }
+            let obs = Observations {
+                generation: Some(1),
+                plan: PlanPermission {
+                    may_start: tick.may_start,
+                    hold: tick.hold.then(|| Hold {
+                        reason: "FreezeWindow".into(),
+                        message: "frozen".into(),
+                        until: Some(now + SignedDuration::from_secs(3600)),
+                    }),
+                    rollback: None,
+                },
+                metrics: METRICS
+                    .iter()
+                    .zip(last)
+                    .filter_map(|(name, eval)| {
+                        let (at, outcome) = eval?;
+                        Some(MetricObservation {
+                            name: (*name).into(),
+                            outcome,
+                            value: Some(0.0),
+                            evaluated_at: at,
+                            message: None,
+                            policy: MetricPolicy::default(),
+                        })
+                    })
+                    .collect(),
+                analysis_metrics: Some(METRICS.iter().map(|m| (*m).to_owned()).collect()),
+                next_evaluation_at: Some(now + SignedDuration::from_secs(3600)),
+                ..Observations::default()
+            };
+            let decision = engine::decide(&spec, &status, &obs, now);
+            let next = &decision.status;
+            let retired = matches!(routing, RoutingIntent::Route(r) if r.legacy_override)
+                && next.phase != WavePhase::RolledBack
+                && !matches!(decision.routing, RoutingIntent::Route(r) if r.legacy_override);
+            let moved = progress(next, steps) > progress(&status, steps) || retired;
+            if moved {
+                let approved_now = new_action.as_ref().is_some_and(|a| {
+                    a.action == WaveActionType::Approve && a.step == status.step_index
+                });
+                let since = required_since(&spec, &status, next, approved_now, now);
+                for metric in METRICS {
+                    let seen = obs.metrics.iter().find(|m| m.name == metric);
+                    prop_assert!(seen.is_some(), "moved {:?} step {:?} -> {:?} step {:?} without evaluating {metric}",
+                        status.phase, status.step_index, next.phase, next.step_index);
+                    let seen = seen.unwrap();
+                    prop_assert_eq!(seen.outcome, MetricOutcome::Healthy, "moved on {} {:?}", metric, seen.outcome);
+                    prop_assert!(engine::whole_seconds(seen.evaluated_at) >= since,
+                        "moved {:?} step {:?} -> {:?} step {:?} at {} on {metric} evaluated at {}, older than {since}",
+                        status.phase, status.step_index, next.phase, next.step_index, now, seen.evaluated_at);
+                }
+            }
+            // The horizon the controller asks for is what the decision needs: with every
+            // metric evaluated Healthy at or after it, a due move happens in the same
+            // reconcile, so the controller never waits for the next interval.
+            if let Some(horizon) = engine::evidence_horizon(&spec, &status, &obs, now) {
+                prop_assert!(horizon <= engine::whole_seconds(now));
+                if let Some(started) = status.step_started_at.as_ref().filter(|_| status.step_index.is_some()) {
+                    prop_assert!(horizon >= started.0, "a horizon before the step started");
+                }
+                let fresh = METRICS.iter().all(|name| obs.metrics.iter().any(|m| {
+                    m.name == *name && m.outcome == MetricOutcome::Healthy
+                        && engine::whole_seconds(m.evaluated_at) >= horizon
+                }));
+                if fresh && new_action.is_none() {
+                    prop_assert!(moved, "fresh Healthy evidence at the horizon {horizon} did not move the wave ({:?} step {:?})",
+                        status.phase, status.step_index);
+                }
+            }
             status = decision.status;
             routing = decision.routing;
         }

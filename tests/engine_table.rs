@@ -44,6 +44,8 @@ struct Observe {
     plan_rollback: Option<String>,
     #[serde(default)]
     metrics: Vec<MetricFixture>,
+    /// The names of the metrics that apply to the wave, evaluated or not.
+    analysis_metrics: Option<Vec<String>>,
     #[serde(default)]
     alerts: Vec<BTreeMap<String, String>>,
     #[serde(default)]
@@ -168,6 +170,7 @@ fn observations(observe: &Observe, generation: i64) -> Observations {
                 },
             })
             .collect(),
+        analysis_metrics: observe.analysis_metrics.clone(),
         next_evaluation_at: observe.next_evaluation_at,
         firing_alerts: observe
             .alerts

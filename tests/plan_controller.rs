@@ -281,7 +281,14 @@ async fn gates_hold_every_wave_until_they_pass() {
         "the manual gate still holds"
     );
 
-    pass_gate(&ns, "crm", "rehearsal-accepted", "alice", "rehearsal #3 signed off").await;
+    pass_gate(
+        &ns,
+        "crm",
+        "rehearsal-accepted",
+        "alice",
+        "rehearsal #3 signed off",
+    )
+    .await;
     wait_phase(&client, &ns, "a", WavePhase::AwaitingApproval, Some(1)).await;
     wait_phase(&client, &ns, "b", WavePhase::AwaitingApproval, Some(1)).await;
     let status = plans.get("crm").await.unwrap().status.unwrap();

@@ -158,12 +158,20 @@ impl Analyzer {
 
     /// Evaluates the due metrics of a wave whose rendered queries are `queries` (one
     /// per metric of `analysis`), reusing the last evaluation in `status` for the rest.
+    ///
+    /// A metric is due when its last evaluation is one interval old, and also when
+    /// `fresh_since` is set (the horizon of a forward move, `engine::evidence_horizon`)
+    /// and its last evaluation is Healthy but older: the move needs fresh evidence.
+    /// Whatever is evaluated while `fresh_since` is set is at or after it, so a query
+    /// another wave sent earlier is not reused for it. A last evaluation that is not
+    /// Healthy holds the wave whatever its age, so it waits for its interval.
     pub async fn observe(
         &self,
         analysis: &EffectiveAnalysis,
         queries: &[String],
         status: &[MetricStatus],
         now: Timestamp,
+        fresh_since: Option<Timestamp>,
     ) -> WaveAnalysis {
         let interval = SignedDuration::try_from(analysis.interval).unwrap_or(SignedDuration::MAX);
         let mut observations = Vec::with_capacity(analysis.metrics.len());
@@ -171,7 +179,13 @@ impl Analyzer {
         for (metric, query) in analysis.metrics.iter().zip(queries) {
             let last = status.iter().find(|s| s.name == metric.metric.name);
             let last_at = last.and_then(|s| s.evaluated_at.as_ref()).map(|t| t.0);
-            let due = last_at.is_none_or(|at| at + interval <= now);
+            let stale = fresh_since.is_some_and(|horizon| {
+                last.is_none_or(|last| {
+                    MetricOutcome::parse(&last.result) == Some(MetricOutcome::Healthy)
+                        && last_at.is_none_or(|at| at < horizon)
+                })
+            });
+            let due = stale || last_at.is_none_or(|at| at + interval <= now);
             let observation = match (due, last) {
                 (false, Some(last)) => MetricObservation {
                     name: metric.metric.name.clone(),
@@ -182,7 +196,7 @@ impl Analyzer {
                     policy: metric.policy,
                 },
                 _ => {
-                    let (result, at) = self.evaluate(query, interval, now).await;
+                    let (result, at) = self.evaluate(query, interval, now, fresh_since).await;
                     let (outcome, value, message) =
                         prometheus::judge(&result, metric.metric.min, metric.metric.max);
                     MetricObservation {
@@ -206,18 +220,25 @@ impl Analyzer {
     }
 
     /// The result of `query`, sent now unless an identical query was sent (or is in
-    /// flight) within the last interval.
+    /// flight) within the last interval, and, when `not_before` is set, at or after it.
     async fn evaluate(
         &self,
         query: &str,
         interval: SignedDuration,
         now: Timestamp,
+        not_before: Option<Timestamp>,
     ) -> (QueryResult, Timestamp) {
         let entry = {
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             // Forget evaluations too old to be shared, so the cache stays bounded.
             cache.retain(|_, e| e.cell.get().is_none_or(|(_, at)| *at + interval > now));
-            match cache.get(query) {
+            // An evaluation still in flight ends after `now`, so after `not_before`.
+            let usable = |e: &Evaluation| {
+                e.cell
+                    .get()
+                    .is_none_or(|(_, at)| not_before.is_none_or(|nb| *at >= nb))
+            };
+            match cache.get(query).filter(|e| usable(e)) {
                 Some(existing) => {
                     self.stats.queries_shared.fetch_add(1, Ordering::Relaxed);
                     existing.clone()
@@ -349,9 +370,9 @@ mod tests {
         .unwrap();
         let queries = vec!["up".to_owned()];
         let now = Timestamp::now();
-        analyzer.observe(&analysis, &queries, &[], now).await;
+        analyzer.observe(&analysis, &queries, &[], now, None).await;
         // Shared within the interval: not sent again, not counted again.
-        analyzer.observe(&analysis, &queries, &[], now).await;
+        analyzer.observe(&analysis, &queries, &[], now, None).await;
         let text = metrics.encode();
         assert!(
             text.lines()
@@ -380,8 +401,8 @@ mod tests {
         .unwrap();
         let now = Timestamp::now();
         let queries = vec!["up".to_owned()];
-        let first = analyzer.observe(&analysis, &queries, &[], now).await;
-        let second = analyzer.observe(&analysis, &queries, &[], now).await;
+        let first = analyzer.observe(&analysis, &queries, &[], now, None).await;
+        let second = analyzer.observe(&analysis, &queries, &[], now, None).await;
         assert_eq!(analyzer.stats.queries_sent(), 1);
         assert_eq!(analyzer.stats.queries_shared(), 1);
         assert_eq!(first.observations[0].outcome, MetricOutcome::Error);
@@ -410,6 +431,7 @@ mod tests {
                 &queries,
                 &status,
                 now + SignedDuration::from_secs(5),
+                None,
             )
             .await;
         assert_eq!(reused.observations[0].outcome, MetricOutcome::Healthy);
@@ -425,8 +447,80 @@ mod tests {
                 &queries,
                 &status,
                 now + SignedDuration::from_secs(11),
+                None,
             )
             .await;
+        assert_eq!(analyzer.stats.queries_sent(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_move_due_on_old_evidence_evaluates_at_once_and_reuses_only_evidence_as_new() {
+        let analyzer = Analyzer::new(None, 4);
+        let analysis = effective(
+            None,
+            Some(&AnalysisSpec {
+                metrics: vec![metric("e", 1.0)],
+                interval: Some("1h".into()),
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+        let queries = vec!["up".to_owned()];
+        let now = whole_seconds(Timestamp::now());
+        let last = |result: &str| {
+            vec![MetricStatus {
+                name: "e".into(),
+                value: Some(0.2),
+                result: result.into(),
+                consecutive_failures: 0,
+                evaluated_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    now - SignedDuration::from_secs(30),
+                )),
+                message: None,
+            }]
+        };
+        // Not due by its interval, and no move is due: the old evaluation stands.
+        let kept = analyzer
+            .observe(&analysis, &queries, &last("Healthy"), now, None)
+            .await;
+        assert_eq!(kept.observations[0].outcome, MetricOutcome::Healthy);
+        assert_eq!(analyzer.stats.queries_sent(), 0);
+        // A move is due since a moment after it: evaluated now.
+        let fresh = analyzer
+            .observe(&analysis, &queries, &last("Healthy"), now, Some(now))
+            .await;
+        assert!(whole_seconds(fresh.observations[0].evaluated_at) >= now);
+        assert_eq!(analyzer.stats.queries_sent(), 1);
+        assert_eq!(
+            fresh.next_evaluation_at,
+            Some(
+                whole_seconds(fresh.observations[0].evaluated_at) + SignedDuration::from_secs(3600)
+            ),
+            "the evaluation restarts the metric's interval"
+        );
+        // Another wave whose move is due since the same moment shares it...
+        analyzer
+            .observe(&analysis, &queries, &last("Healthy"), now, Some(now))
+            .await;
+        assert_eq!(
+            (
+                analyzer.stats.queries_sent(),
+                analyzer.stats.queries_shared()
+            ),
+            (1, 1)
+        );
+        // ...but one due since a later moment does not.
+        let later = now + SignedDuration::from_secs(5);
+        analyzer
+            .observe(&analysis, &queries, &last("Healthy"), later, Some(later))
+            .await;
+        assert_eq!(analyzer.stats.queries_sent(), 2);
+        // A last evaluation that is not Healthy holds the wave anyway: it waits for its
+        // interval.
+        let held = analyzer
+            .observe(&analysis, &queries, &last("Breached"), later, Some(later))
+            .await;
+        assert_eq!(held.observations[0].outcome, MetricOutcome::Breached);
         assert_eq!(analyzer.stats.queries_sent(), 2);
     }
 }

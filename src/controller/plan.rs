@@ -298,7 +298,7 @@ async fn observe_gates(
         .inner
         .services
         .analyzer
-        .observe(&analysis, &queries, &last, now)
+        .observe(&analysis, &queries, &last, now, None)
         .await;
     let gates = result
         .observations

@@ -540,8 +540,10 @@ fn duplicate_cohort(wave: &MigrationWave, namespace: &str, ctx: &Context) -> Opt
     engine::cohorts::duplicate_cohort(&claim(wave), &others)
 }
 
-/// Evaluates the wave's analysis metrics, if the wave is active: only then do they
-/// decide anything, and only then does Switchyard put load on Prometheus.
+/// Evaluates the wave's analysis metrics, if the wave is active or about to start: only
+/// then do they decide anything, and only then does Switchyard put load on Prometheus.
+/// Metrics are evaluated on their interval, and at once when a forward move is due and
+/// their latest evaluation is older than the move's horizon (`engine::evidence_horizon`).
 async fn observe_analysis(
     wave: &MigrationWave,
     plan: &CutoverPlan,
@@ -551,17 +553,6 @@ async fn observe_analysis(
     observations: &mut Observations,
 ) {
     let status = wave.status.clone().unwrap_or_default();
-    let active = match status.phase {
-        WavePhase::Progressing
-        | WavePhase::AwaitingApproval
-        | WavePhase::Quiet
-        | WavePhase::DualAccess => true,
-        WavePhase::Paused => status.step_index.is_some(),
-        _ => false,
-    };
-    if !active {
-        return;
-    }
     let analysis =
         match analysis::effective(plan.spec.analysis.as_ref(), wave.spec.analysis.as_ref()) {
             Ok(analysis) => analysis,
@@ -570,7 +561,24 @@ async fn observe_analysis(
                 return;
             }
         };
-    if analysis.metrics.is_empty() {
+    observations.analysis_metrics = Some(
+        analysis
+            .metrics
+            .iter()
+            .map(|m| m.metric.name.clone())
+            .collect(),
+    );
+    let active = match status.phase {
+        WavePhase::Progressing
+        | WavePhase::AwaitingApproval
+        | WavePhase::Quiet
+        | WavePhase::DualAccess => true,
+        WavePhase::Paused => status.step_index.is_some(),
+        _ => false,
+    };
+    let horizon = engine::evidence_horizon(&wave.spec, &status, observations, now);
+    // A pending wave is evaluated only when it may start.
+    if analysis.metrics.is_empty() || !(active || horizon.is_some()) {
         return;
     }
     let values = analysis::template::wave_values(&wave.spec.cohort, &wave.name_any(), namespace);
@@ -589,7 +597,7 @@ async fn observe_analysis(
     let result = ctx
         .services
         .analyzer
-        .observe(&analysis, &queries, &status.analysis, now)
+        .observe(&analysis, &queries, &status.analysis, now, horizon)
         .await;
     observations.metrics = result.observations;
     observations.next_evaluation_at = result.next_evaluation_at;

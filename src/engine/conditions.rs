@@ -33,6 +33,7 @@ pub mod reason {
     pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
     pub const METRIC_BREACHING: &str = "MetricBreaching";
     pub const METRIC_UNKNOWN: &str = "MetricUnknown";
+    pub const AWAITING_EVIDENCE: &str = "AwaitingEvidence";
     pub const HELD_BY_PLAN: &str = "HeldByPlan";
     pub const COMPLETED: &str = "Completed";
     pub const NOT_COMPLETED: &str = "NotCompleted";

@@ -21,7 +21,7 @@ pub use observations::{
     FiringAlert, Hold, MetricObservation, MetricOutcome, MetricPolicy, Observations,
     PlanPermission, PlanRollback, Problem,
 };
-pub use wave::{MAX_HISTORY, decide, describe_step, routing_for_step, weight_at};
+pub use wave::{MAX_HISTORY, decide, describe_step, evidence_horizon, routing_for_step, weight_at};
 
 use jiff::Timestamp;
 

@@ -19,6 +19,11 @@ pub struct Observations {
     pub plan: PlanPermission,
     /// The latest evaluation of each analysis metric, with its policy.
     pub metrics: Vec<MetricObservation>,
+    /// The names of the analysis metrics that apply to the wave (its own and its
+    /// plan's, merged), whether or not they were evaluated for this decision. A forward
+    /// move needs a fresh Healthy evaluation of each (see `evidence_horizon`); one that
+    /// is missing from `metrics` holds the wave. `None` means "the ones in `metrics`".
+    pub analysis_metrics: Option<Vec<String>>,
     /// When the metrics are evaluated next, if the wave has any.
     pub next_evaluation_at: Option<Timestamp>,
     /// Alerts firing now (all of them; the engine matches them against the wave).

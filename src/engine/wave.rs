@@ -17,6 +17,9 @@ use crate::api::{
 };
 use crate::routing::RoutingState;
 
+mod evidence;
+pub use evidence::evidence_horizon;
+
 /// The audit trail in status keeps this many newest entries.
 pub const MAX_HISTORY: usize = 50;
 
@@ -196,12 +199,16 @@ impl Wave<'_> {
             _ => None,
         };
         let total = self.steps.len();
+        let mut message = format!("step {}/{total}: {}", index + 1, kind.describe());
+        if matches!(kind, StepKind::Analysis(_)) && self.no_metrics() {
+            message.push_str(evidence::NO_METRICS);
+        }
         self.record(
             EventKind::Normal,
             event::STEP_STARTED,
             None,
             cond::ACTOR_SWITCHYARD,
-            format!("step {}/{total}: {}", index + 1, kind.describe()),
+            message,
         );
     }
 
@@ -416,7 +423,10 @@ impl Wave<'_> {
     }
 
     fn apply_metrics(&mut self) {
-        if !self.routed() {
+        // A pending wave's evaluations (asked for when it may start) are recorded, to
+        // show why it does not start, but act on nothing: nothing is routed yet.
+        let acting = self.routed();
+        if !acting && (self.phase() != WavePhase::Pending || self.obs.metrics.is_empty()) {
             return;
         }
         let observations = &self.obs.metrics;
@@ -438,6 +448,7 @@ impl Wave<'_> {
             }
             let failures = previous.map_or(0, |m| m.consecutive_failures);
             let failures = match observation.outcome {
+                _ if !acting => 0,
                 MetricOutcome::Healthy => 0,
                 MetricOutcome::Breached => failures.saturating_add(1),
                 MetricOutcome::NoData | MetricOutcome::Error => failures,
@@ -458,6 +469,9 @@ impl Wave<'_> {
             {
                 Some(existing) => *existing = entry,
                 None => self.status.analysis.push(entry),
+            }
+            if !acting {
+                continue;
             }
             let policy = observation.policy;
             let value = observation
@@ -553,13 +567,13 @@ impl Wave<'_> {
         }
     }
 
-    /// Whether a pending wave may start: its plan lets it, and no metric, alert or plan
-    /// rollback speaks against it.
+    /// Whether a pending wave may start: its plan lets it, no alert or plan rollback
+    /// speaks against it, and its metrics were just evaluated Healthy.
     fn may_start(&self) -> bool {
         self.obs.plan.may_start
             && self.obs.plan.rollback.is_none()
-            && self.metrics_block().is_none()
             && self.matching_alert().is_none()
+            && self.evidence_block().is_none()
     }
 
     /// Moves forward by at most one step, if nothing holds the wave.
@@ -585,7 +599,7 @@ impl Wave<'_> {
                 let Some((index, kind)) = self.step() else {
                     return;
                 };
-                if !self.step_done() || self.metrics_block().is_some() {
+                if !self.step_done() || self.evidence_block().is_some() {
                     return;
                 }
                 if let StepKind::DualAccess(_) = kind {
@@ -739,7 +753,7 @@ impl Wave<'_> {
             return (false, reason::HELD_BY_PLAN, hold.message.clone());
         }
         if phase == WavePhase::Pending {
-            if let Some((why, message)) = self.metrics_block() {
+            if let Some((why, message)) = self.evidence_block() {
                 return (false, why, message);
             }
             if let Some(alert) = self.matching_alert() {
@@ -775,7 +789,7 @@ impl Wave<'_> {
             );
         }
         if self.step_done()
-            && let Some((why, message)) = self.metrics_block()
+            && let Some((why, message)) = self.evidence_block()
         {
             return (false, why, message);
         }
@@ -793,7 +807,9 @@ impl Wave<'_> {
 
     fn requeue_at(&self) -> Option<Timestamp> {
         let mut candidates = Vec::new();
-        if self.routed() {
+        // A pending wave that may start watches its metrics too.
+        let starting = self.phase() == WavePhase::Pending && self.evidence_horizon().is_some();
+        if self.routed() || starting {
             candidates.extend(self.obs.next_evaluation_at);
         }
         let active = matches!(
@@ -807,6 +823,8 @@ impl Wave<'_> {
             match &self.obs.plan.hold {
                 Some(hold) => candidates.extend(hold.until),
                 None => {
+                    // A move held only for fresh evidence is due now: the controller
+                    // evaluates at once.
                     if active {
                         if self.step_done() {
                             if self.metrics_block().is_none() {
@@ -815,6 +833,8 @@ impl Wave<'_> {
                         } else {
                             candidates.extend(self.step_deadline());
                         }
+                    } else if starting && self.metrics_block().is_none() {
+                        candidates.push(self.now);
                     }
                 }
             }
