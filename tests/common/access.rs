@@ -263,3 +263,39 @@ pub async fn install_operator_policies_for(client: &Client, username: &str, suff
             .unwrap();
     }
 }
+
+/// A client acting as the chart's operator ServiceAccount, bound to nothing but the
+/// operator's ClusterRoles (as the chart binds them cluster-wide).
+pub async fn operator_client() -> Client {
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    let plane = super::plane();
+    let admin = plane.client().await.unwrap();
+    install_roles(&admin).await;
+    for role in ["switchyard-operator", "switchyard-operator-crds"] {
+        let binding: ClusterRoleBinding = serde_json::from_value(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": format!("{role}-test")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": "switchyard", "namespace": "switchyard-system"}]
+        }))
+        .unwrap();
+        Api::<ClusterRoleBinding>::all(admin.clone())
+            .patch(
+                &format!("{role}-test"),
+                &PatchParams::apply("switchyard-test").force(),
+                &Patch::Apply(&binding),
+            )
+            .await
+            .unwrap();
+    }
+    plane
+        .client_as(
+            switchyard::policies::operator::DEFAULT_OPERATOR,
+            &[
+                "system:serviceaccounts",
+                "system:serviceaccounts:switchyard-system",
+            ],
+        )
+        .await
+        .unwrap()
+}
