@@ -21,7 +21,8 @@ pub struct Observations {
     pub metrics: Vec<MetricObservation>,
     /// When the metrics are evaluated next, if the wave has any.
     pub next_evaluation_at: Option<Timestamp>,
-    /// Alerts firing now (all of them; the engine matches them against the wave).
+    /// Alerts firing now that may act on this wave: those of its namespace, and those
+    /// without a namespace if the wave accepts them. The engine matches their labels.
     pub firing_alerts: Vec<FiringAlert>,
 }
 
