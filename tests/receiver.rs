@@ -988,3 +988,71 @@ async fn the_receiver_speaks_tls_with_a_mounted_certificate_and_refuses_plain_ht
     let err = switchyard::http::tls_config(&files).unwrap_err();
     assert!(err.to_string().contains("do not go together"), "{err}");
 }
+
+#[tokio::test]
+async fn switchyard_run_serves_the_receiver_on_its_own_tls_listener() {
+    let (_client, ns) = common::admin_in_fresh_namespace("run-tls").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificate("run-ca");
+    let (cert_file, key_file, token_file) = (
+        dir.path().join("tls.crt"),
+        dir.path().join("tls.key"),
+        dir.path().join("token"),
+    );
+    replace_file(&cert_file, &cert);
+    replace_file(&key_file, &key);
+    replace_file(&token_file, TOKEN);
+    let receiver_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let operator = common::operator::Operator::start(
+        common::plane().kubeconfig_path(),
+        "run-tls",
+        &[
+            "--leader-election",
+            "false",
+            "--namespaces",
+            &ns,
+            "--receiver-token-file",
+            token_file.to_str().unwrap(),
+            "--receiver-addr",
+            &receiver_addr.to_string(),
+            "--receiver-tls-cert",
+            cert_file.to_str().unwrap(),
+            "--receiver-tls-key",
+            key_file.to_str().unwrap(),
+        ],
+    );
+    let url = format!("https://127.0.0.1:{}/alertmanager", receiver_addr.port());
+    let https = https_client(&ca);
+    let body = json!({"version": "4", "status": "resolved", "alerts": []});
+    common::operator::eventually(Duration::from_secs(30), "the TLS receiver answers", || {
+        let https = https.clone();
+        let url = url.clone();
+        let body = body.clone();
+        async move {
+            let response = https
+                .post(&url)
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            (response.status() == 200)
+                .then_some(())
+                .ok_or_else(|| response.status().to_string())
+        }
+    })
+    .await;
+    // The receiver moved: the main listener serves health and metrics only.
+    assert_eq!(operator.post("/alertmanager", TOKEN, "{}").await.unwrap(), 404);
+    assert_eq!(operator.get("/healthz").await.unwrap().0, 200);
+    let plain = http_client()
+        .post(format!("http://{receiver_addr}/alertmanager"))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await;
+    assert!(plain.is_err(), "plain HTTP was answered: {plain:?}");
+}
