@@ -704,9 +704,33 @@ mod tests {
 
     #[test]
     fn receiver_tls_needs_its_own_listener_and_a_key_and_limits_are_checked() {
-        assert!(parse(&["--receiver-tls-cert", "c.pem", "--receiver-tls-key", "k.pem"]).is_err());
-        assert!(parse(&["--receiver-tls-cert", "c.pem", "--receiver-addr", "0.0.0.0:8443"]).is_err());
-        assert!(parse(&["--receiver-tls-key", "k.pem", "--receiver-addr", "0.0.0.0:8443"]).is_err());
+        assert!(
+            parse(&[
+                "--receiver-tls-cert",
+                "c.pem",
+                "--receiver-tls-key",
+                "k.pem"
+            ])
+            .is_err()
+        );
+        assert!(
+            parse(&[
+                "--receiver-tls-cert",
+                "c.pem",
+                "--receiver-addr",
+                "0.0.0.0:8443"
+            ])
+            .is_err()
+        );
+        assert!(
+            parse(&[
+                "--receiver-tls-key",
+                "k.pem",
+                "--receiver-addr",
+                "0.0.0.0:8443"
+            ])
+            .is_err()
+        );
         let options = parse(&[
             "--receiver-addr",
             "0.0.0.0:8443",
@@ -730,7 +754,13 @@ mod tests {
         assert!(parse(&["--http-max-connections", "0"]).is_err());
         assert!(parse(&["--receiver-max-alerts", "0"]).is_err());
         assert!(parse(&["--http-header-timeout", "0s"]).is_err());
-        let tuned = parse(&["--receiver-alert-ttl", "30m", "--http-max-connections", "16"]).unwrap();
+        let tuned = parse(&[
+            "--receiver-alert-ttl",
+            "30m",
+            "--http-max-connections",
+            "16",
+        ])
+        .unwrap();
         assert_eq!(tuned.store_limits().ttl, Duration::from_secs(1800));
         assert_eq!(tuned.server_limits().max_connections, 16);
     }

@@ -1046,7 +1046,10 @@ async fn switchyard_run_serves_the_receiver_on_its_own_tls_listener() {
     })
     .await;
     // The receiver moved: the main listener serves health and metrics only.
-    assert_eq!(operator.post("/alertmanager", TOKEN, "{}").await.unwrap(), 404);
+    assert_eq!(
+        operator.post("/alertmanager", TOKEN, "{}").await.unwrap(),
+        404
+    );
     assert_eq!(operator.get("/healthz").await.unwrap().0, 200);
     let plain = http_client()
         .post(format!("http://{receiver_addr}/alertmanager"))

@@ -570,7 +570,10 @@ mod tests {
         alerts(&[(status, labels, None, "abc")])
     }
 
-    fn alerts(list: &[(&str, &[(&str, &str)], Option<&str>, &str)]) -> WebhookPayload {
+    /// One alert: status, labels, endsAt, fingerprint.
+    type Alert<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<&'a str>, &'a str);
+
+    fn alerts(list: &[Alert<'_>]) -> WebhookPayload {
         let alerts: Vec<_> = list
             .iter()
             .map(|(status, labels, ends_at, fingerprint)| {
