@@ -74,9 +74,9 @@ pub struct WebhookAlert {
     /// When the alert ends, RFC 3339. For a firing alert a lease: it stops counting
     /// then, unless a later notification reports it again. Alertmanager sends the zero
     /// time (`0001-01-01T00:00:00Z`), which means "unknown"; so does a value that does
-    /// not parse.
+    /// not parse, or is not a string.
     #[serde(default)]
-    pub ends_at: Option<String>,
+    pub ends_at: Option<serde_json::Value>,
     /// Alertmanager's identity for the alert; derived from the labels when absent.
     #[serde(default)]
     pub fingerprint: Option<String>,
@@ -104,7 +104,7 @@ impl WebhookAlert {
 
     /// `endsAt`, when it is set and means something.
     pub fn ends_at(&self) -> Option<Timestamp> {
-        let ends_at: Timestamp = self.ends_at.as_deref()?.parse().ok()?;
+        let ends_at: Timestamp = self.ends_at.as_ref()?.as_str()?.parse().ok()?;
         // Go's zero time, and anything before the Unix epoch, is "not set".
         (ends_at > Timestamp::UNIX_EPOCH).then_some(ends_at)
     }
@@ -827,6 +827,12 @@ mod tests {
                 .iter()
                 .all(|a| a.name != "B")
         );
+        // An endsAt that is not a string is "unknown" too, and not a bad payload.
+        let number: WebhookPayload = serde_json::from_value(serde_json::json!({
+            "alerts": [{"status": "firing", "labels": {"alertname": "D"}, "endsAt": 17}]
+        }))
+        .unwrap();
+        assert_eq!(number.alerts[0].ends_at(), None);
         // An unparseable endsAt is "unknown": the TTL applies.
         let odd = alerts(&[("firing", &[("alertname", "C")], Some("soon"), "3")]);
         store.apply_at(&odd, at("2026-11-22T10:00:00Z"));
