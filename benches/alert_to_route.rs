@@ -184,7 +184,7 @@ async fn bench(plane: &ControlPlane) {
     for s in 0..SAMPLES {
         let i = s * (WAVES / SAMPLES);
         let body = json!({"version": "4", "status": "firing", "alerts": [{"status": "firing",
-            "labels": {"alertname": "Bench", "wave_id": i.to_string()}, "fingerprint": format!("fp{i}")}]});
+            "labels": {"alertname": "Bench", "wave_id": i.to_string(), "namespace": &ns}, "fingerprint": format!("fp{i}")}]});
         let response = http
             .post(&url)
             .bearer_auth(TOKEN)

@@ -181,6 +181,11 @@ struct CodeLabels {
     code: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
 /// Buckets from 5 ms to about 20 s: reconciles and Prometheus queries both live there.
 #[derive(Clone)]
 struct DurationBuckets;
@@ -207,6 +212,7 @@ pub struct Metrics {
     analysis_query_duration: Histogram,
     analysis_queries: Family<OutcomeLabels, Counter>,
     receiver_requests: Family<CodeLabels, Counter>,
+    http_connections_refused: Family<ListenerLabels, Counter>,
     leader: Gauge,
     /// The waves that have series, so that they can all be dropped.
     waves: Mutex<HashSet<(String, String)>>,
@@ -236,6 +242,7 @@ impl Metrics {
         let analysis_query_duration = duration_histogram();
         let analysis_queries = Family::default();
         let receiver_requests = Family::default();
+        let http_connections_refused = Family::default();
         let leader = Gauge::default();
         registry.register(
             "wave_phase",
@@ -278,6 +285,11 @@ impl Metrics {
             Family::clone(&receiver_requests),
         );
         registry.register(
+            "http_connections_refused",
+            "Connections refused because the listener had as many open as allowed, by listener",
+            Family::clone(&http_connections_refused),
+        );
+        registry.register(
             "leader",
             "1 while this replica holds the leader Lease and acts, else 0",
             leader.clone(),
@@ -292,6 +304,7 @@ impl Metrics {
             analysis_query_duration,
             analysis_queries,
             receiver_requests,
+            http_connections_refused,
             leader,
             waves: Mutex::default(),
         }
@@ -417,6 +430,13 @@ impl Metrics {
     pub fn receiver_request(&self, code: u16) {
         self.receiver_requests
             .get_or_create(&CodeLabels { code })
+            .inc();
+    }
+
+    /// Counts a connection refused by a listener over its connection limit.
+    pub fn http_connection_refused(&self, listener: &'static str) {
+        self.http_connections_refused
+            .get_or_create(&ListenerLabels { listener })
             .inc();
     }
 

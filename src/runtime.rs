@@ -21,11 +21,12 @@ use kube::{Api, Client, runtime::wait::Condition};
 use tracing::{info, warn};
 
 use crate::alerts::{
-    AlertStore,
+    AlertStore, StoreLimits,
     receiver::{Token, TokenError, TokenSource},
 };
 use crate::analysis::{Analyzer, Prometheus, PrometheusSettings, PrometheusSetupError};
 use crate::controller::{self, AdmissionGuard, Readiness, Services, Settings, Shutdown, Stats};
+use crate::http::{ReceiverConfig, ServeOptions, ServerLimits, TlsError, TlsFiles};
 use crate::leader::{Election, Leadership, LeaseSettings, MIN_LEASE_DURATION};
 use crate::metrics::Metrics;
 
@@ -68,10 +69,27 @@ pub struct RunOptions {
         value_name = "NS[,NS...]"
     )]
     pub namespaces: Vec<String>,
-    /// Where the HTTP server (/healthz, /readyz, /metrics, the Alertmanager receiver)
-    /// listens.
+    /// Where the HTTP server (/healthz, /readyz, /metrics, and the Alertmanager receiver
+    /// unless --receiver-addr moves it) listens.
     #[arg(long, env = "SWITCHYARD_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
+    /// How long a client may take to send a request's headers (also the idle timeout of a
+    /// kept-alive connection, and the limit of a TLS handshake), on every listener.
+    #[arg(long, env = "SWITCHYARD_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub http_header_timeout: Duration,
+    /// How long a client may take to send the body of a notification to the receiver,
+    /// once its headers have arrived.
+    #[arg(long, env = "SWITCHYARD_HTTP_BODY_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub http_body_timeout: Duration,
+    /// At most this many connections open at once on each listener; more are refused
+    /// (a 503 on plain HTTP, closed on TLS).
+    #[arg(
+        long,
+        env = "SWITCHYARD_HTTP_MAX_CONNECTIONS",
+        default_value_t = crate::http::DEFAULT_MAX_CONNECTIONS,
+        value_parser = parse_count
+    )]
+    pub http_max_connections: usize,
     /// How logs are written: text, or one JSON object per line.
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -157,6 +175,53 @@ pub struct RunOptions {
     /// The Secret key holding the receiver's token, as NAMESPACE/NAME/KEY.
     #[arg(long, env = "SWITCHYARD_RECEIVER_TOKEN_SECRET", value_parser = parse_secret_ref)]
     pub receiver_token_secret: Option<(String, String, String)>,
+    /// Serve the Alertmanager receiver on this address, on a listener of its own, instead
+    /// of on --http-addr. Needed for TLS.
+    #[arg(long, env = "SWITCHYARD_RECEIVER_ADDR")]
+    pub receiver_addr: Option<SocketAddr>,
+    /// A PEM certificate (chain) for the receiver: it then speaks HTTPS only. Typically
+    /// `tls.crt` of a mounted `kubernetes.io/tls` Secret; read again when it changes.
+    #[arg(
+        long,
+        env = "SWITCHYARD_RECEIVER_TLS_CERT",
+        requires_all = ["receiver_tls_key", "receiver_addr"]
+    )]
+    pub receiver_tls_cert: Option<PathBuf>,
+    /// The PEM private key of --receiver-tls-cert (`tls.key` of the Secret).
+    #[arg(
+        long,
+        env = "SWITCHYARD_RECEIVER_TLS_KEY",
+        requires = "receiver_tls_cert"
+    )]
+    pub receiver_tls_key: Option<PathBuf>,
+    /// At most this many firing alerts are held; a new one beyond is refused (507, which
+    /// Alertmanager retries), and none held is evicted.
+    #[arg(
+        long,
+        env = "SWITCHYARD_RECEIVER_MAX_ALERTS",
+        default_value_t = crate::alerts::DEFAULT_MAX_ALERTS,
+        value_parser = parse_count
+    )]
+    pub receiver_max_alerts: usize,
+    /// At most this many firing alerts of one namespace (alerts without a namespace
+    /// label share one bucket), so that one tenant cannot fill the store.
+    #[arg(
+        long,
+        env = "SWITCHYARD_RECEIVER_MAX_ALERTS_PER_NAMESPACE",
+        default_value_t = crate::alerts::DEFAULT_MAX_ALERTS_PER_NAMESPACE,
+        value_parser = parse_count
+    )]
+    pub receiver_max_alerts_per_namespace: usize,
+    /// How long a firing alert counts after the last notification that reported it
+    /// (unless its endsAt is earlier). Set it above Alertmanager's repeat_interval plus
+    /// group_interval; a lost "resolved" keeps acting this long at most.
+    #[arg(
+        long,
+        env = "SWITCHYARD_RECEIVER_ALERT_TTL",
+        default_value = "6h",
+        value_parser = parse_positive_duration
+    )]
+    pub receiver_alert_ttl: Duration,
     /// At most this many reconciles at once, in each controller and namespace. Every
     /// reconcile reads from the API server; more run the API server harder.
     #[arg(
@@ -169,6 +234,35 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
+    /// The bounds of the store of firing alerts.
+    pub fn store_limits(&self) -> StoreLimits {
+        StoreLimits {
+            max_alerts: self.receiver_max_alerts,
+            max_alerts_per_namespace: self.receiver_max_alerts_per_namespace,
+            ttl: self.receiver_alert_ttl,
+            ..StoreLimits::default()
+        }
+    }
+
+    /// The limits of each listener.
+    pub fn server_limits(&self) -> ServerLimits {
+        ServerLimits {
+            header_timeout: self.http_header_timeout,
+            max_connections: self.http_max_connections,
+        }
+    }
+
+    /// The receiver's certificate files, when it speaks TLS.
+    pub fn receiver_tls(&self) -> Option<TlsFiles> {
+        match (&self.receiver_tls_cert, &self.receiver_tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        }
+    }
+
     /// The namespaces to watch, without blanks or repeats; empty for all namespaces.
     pub fn watched_namespaces(&self) -> Vec<String> {
         let mut namespaces: Vec<String> = Vec::new();
@@ -230,6 +324,22 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::api::parse_duration(s).map_err(|e| e.to_string())
 }
 
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(err) => Err(format!("{s:?} is not a whole number: {err}")),
+    }
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let duration = parse_duration(s)?;
+    if duration.is_zero() {
+        return Err("the duration must be more than zero".into());
+    }
+    Ok(duration)
+}
+
 fn parse_lease_duration(s: &str) -> Result<Duration, String> {
     let duration = parse_duration(s)?;
     if duration < MIN_LEASE_DURATION {
@@ -269,6 +379,12 @@ pub enum RunError {
     },
     #[error(transparent)]
     ReceiverToken(#[from] TokenError),
+    #[error("the receiver's TLS certificate: {0}")]
+    ReceiverTls(#[from] TlsError),
+    #[error(
+        "--receiver-tls-cert and --receiver-addr need a receiver token (--receiver-token-file or --receiver-token-secret): without one the receiver is off"
+    )]
+    ReceiverOff,
     #[error("could not listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -306,7 +422,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             Analyzer::new(prometheus(&options)?, options.prometheus_max_concurrent)
                 .with_metrics(metrics.clone()),
         ),
-        alerts: Arc::new(AlertStore::default()),
+        alerts: Arc::new(AlertStore::new(options.store_limits())),
         metrics: metrics.clone(),
         leadership: leadership.clone(),
         readiness: Arc::new(Readiness::default()),
@@ -321,41 +437,75 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         }),
     };
     let receiver = match receiver_token_source(&options) {
-        Some(source) => Some((
-            Token::load(&source, Some(&client)).await?,
-            services.alerts.clone(),
-        )),
+        Some(source) => Some(ReceiverConfig {
+            token: Token::load(&source, Some(&client)).await?,
+            alerts: services.alerts.clone(),
+            body_timeout: options.http_body_timeout,
+        }),
         None => {
+            if options.receiver_addr.is_some() || options.receiver_tls().is_some() {
+                return Err(RunError::ReceiverOff);
+            }
             info!("no receiver token configured: the Alertmanager receiver is off");
             None
         }
     };
+    let tls = options
+        .receiver_tls()
+        .map(|files| crate::http::tls_config(&files))
+        .transpose()?;
     let stopping = Arc::new(AtomicBool::new(false));
-    let app = crate::http::router(
-        crate::http::Health {
-            metrics: metrics.clone(),
-            readiness: services.readiness.clone(),
-            admission: services.admission.clone(),
-            leadership: leadership.clone(),
-            stopping: stopping.clone(),
+    let health = crate::http::Health {
+        metrics: metrics.clone(),
+        readiness: services.readiness.clone(),
+        admission: services.admission.clone(),
+        leadership: leadership.clone(),
+        stopping: stopping.clone(),
+    };
+    let (stop_serving, serving_stopped) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut serving_stopped = serving_stopped.clone();
+        async move {
+            let _ = serving_stopped.wait_for(|stop| *stop).await;
+        }
+    };
+    let limits = options.server_limits();
+    let mut servers = Vec::new();
+    let (app, receiver_apart) = match (options.receiver_addr, receiver) {
+        (Some(addr), Some(receiver)) => (
+            crate::http::health_router(health.clone()),
+            Some((addr, crate::http::receiver_router(health.clone(), receiver))),
+        ),
+        (_, receiver) => (crate::http::router(health.clone(), receiver), None),
+    };
+    let listener = listen(options.http_addr).await?;
+    info!(addr = %options.http_addr, ?limits, "serving HTTP");
+    servers.push(tokio::spawn(crate::http::serve(
+        listener,
+        app,
+        ServeOptions {
+            name: "http",
+            limits,
+            tls: None,
+            metrics: Some(metrics.clone()),
         },
-        receiver,
-    );
-    let listener = tokio::net::TcpListener::bind(options.http_addr)
-        .await
-        .map_err(|source| RunError::Listen {
-            addr: options.http_addr,
-            source,
-        })?;
-    info!(addr = %options.http_addr, "serving HTTP");
-    let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = serving_stopped.await;
-            })
-            .into_future(),
-    );
+        stopped(),
+    )));
+    if let Some((addr, app)) = receiver_apart {
+        let listener = listen(addr).await?;
+        info!(%addr, tls = tls.is_some(), "serving the Alertmanager receiver");
+        servers.push(tokio::spawn(crate::http::serve(
+            listener,
+            app,
+            ServeOptions {
+                name: "receiver",
+                limits,
+                tls,
+                metrics: Some(metrics.clone()),
+            },
+            stopped(),
+        )));
+    }
     tokio::spawn(report_leadership(leadership.clone(), metrics));
 
     let shutdown = controller::shutdown_on(shutdown_signal());
@@ -401,14 +551,20 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             election.release().await;
         }
     }
-    let _ = stop_serving.send(());
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => warn!(error = %err, "the HTTP server failed"),
-        Err(err) => warn!(error = %err, "the HTTP server task failed"),
+    let _ = stop_serving.send(true);
+    for server in servers {
+        if let Err(err) = server.await {
+            warn!(error = %err, "the HTTP server task failed");
+        }
     }
     info!("stopped");
     Ok(())
+}
+
+async fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener, RunError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Listen { addr, source })
 }
 
 fn prometheus(options: &RunOptions) -> Result<Option<Prometheus>, RunError> {
@@ -567,6 +723,69 @@ mod tests {
     fn parse(args: &[&str]) -> Result<RunOptions, clap::Error> {
         Cli::try_parse_from(std::iter::once("switchyard").chain(args.iter().copied()))
             .map(|cli| cli.run)
+    }
+
+    #[test]
+    fn receiver_tls_needs_its_own_listener_and_a_key_and_limits_are_checked() {
+        assert!(
+            parse(&[
+                "--receiver-tls-cert",
+                "c.pem",
+                "--receiver-tls-key",
+                "k.pem"
+            ])
+            .is_err()
+        );
+        assert!(
+            parse(&[
+                "--receiver-tls-cert",
+                "c.pem",
+                "--receiver-addr",
+                "0.0.0.0:8443"
+            ])
+            .is_err()
+        );
+        assert!(
+            parse(&[
+                "--receiver-tls-key",
+                "k.pem",
+                "--receiver-addr",
+                "0.0.0.0:8443"
+            ])
+            .is_err()
+        );
+        let options = parse(&[
+            "--receiver-addr",
+            "0.0.0.0:8443",
+            "--receiver-tls-cert",
+            "c.pem",
+            "--receiver-tls-key",
+            "k.pem",
+        ])
+        .unwrap();
+        assert_eq!(
+            options.receiver_tls(),
+            Some(TlsFiles {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            })
+        );
+        let defaults = parse(&[]).unwrap();
+        assert_eq!(defaults.store_limits(), StoreLimits::default());
+        assert_eq!(defaults.server_limits(), ServerLimits::default());
+        assert_eq!(defaults.receiver_tls(), None);
+        assert!(parse(&["--http-max-connections", "0"]).is_err());
+        assert!(parse(&["--receiver-max-alerts", "0"]).is_err());
+        assert!(parse(&["--http-header-timeout", "0s"]).is_err());
+        let tuned = parse(&[
+            "--receiver-alert-ttl",
+            "30m",
+            "--http-max-connections",
+            "16",
+        ])
+        .unwrap();
+        assert_eq!(tuned.store_limits().ttl, Duration::from_secs(1800));
+        assert_eq!(tuned.server_limits().max_connections, 16);
     }
 
     #[test]

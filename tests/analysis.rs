@@ -400,9 +400,15 @@ async fn the_full_alerting_chain_rolls_a_wave_back() {
     assert!(route(&s.client, &s.ns, "support-emea").await.is_some());
 
     // The exporter crosses the rule's threshold: Prometheus fires, Alertmanager posts.
+    // The series carries the namespace, as series scraped in a cluster do; the alert
+    // keeps it, and so acts on waves of that namespace only.
     s.exporter.set(
         "crm_complaints",
-        &[("team", "support"), ("region", "emea")],
+        &[
+            ("team", "support"),
+            ("region", "emea"),
+            ("namespace", &s.ns),
+        ],
         10.0,
     );
     let rolled = wait_wave(

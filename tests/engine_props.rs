@@ -65,6 +65,7 @@ fn spec_strategy() -> impl Strategy<Value = MigrationWaveSpec> {
                 } else {
                     FailureAction::Rollback
                 }),
+                accept_unnamespaced: false,
             }),
             actions: Vec::new(),
         })

@@ -406,9 +406,9 @@ async fn a_freeze_window_holds_progress_but_not_rollbacks() {
     );
 }
 
-fn fire(store: &AlertStore, team: &str) {
+fn fire(store: &AlertStore, namespace: &str, team: &str) {
     let payload: WebhookPayload = serde_json::from_value(json!({"version": "4", "status": "firing", "alerts": [
-        {"status": "firing", "labels": {"alertname": "HandoffFailures", "team": team}, "fingerprint": team}]}))
+        {"status": "firing", "labels": {"alertname": "HandoffFailures", "team": team, "namespace": namespace}, "fingerprint": team}]}))
     .unwrap();
     store.apply(&payload);
 }
@@ -442,7 +442,7 @@ async fn failure_policy(policy: &str) -> (Client, String, RunningController) {
         create(&client, &ns, &w).await;
         wait_phase(&client, &ns, name, WavePhase::AwaitingApproval, Some(1)).await;
     }
-    fire(&store, "support");
+    fire(&store, &ns, "support");
     wait_phase(&client, &ns, "a", WavePhase::RolledBack, None).await;
     (client, ns, controller)
 }

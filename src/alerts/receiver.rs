@@ -1,11 +1,16 @@
 //! The Alertmanager webhook receiver: `POST /alertmanager`.
 //!
 //! - A bearer token is required and compared in constant time: without it, 401.
-//! - A body over 1 MiB: 413. Malformed JSON: 400. Unknown fields are accepted.
+//! - A body over 1 MiB: 413. A body that does not arrive within the body timeout: 408.
+//!   Malformed JSON: 400. Unknown fields are accepted.
 //! - Firing alerts are recorded and the controller is woken at once for the waves they
 //!   match; resolved alerts are forgotten and resume nothing.
+//! - A firing alert the store cannot take (full, or its namespace full) is refused and
+//!   nothing recorded is evicted: 507, which Alertmanager retries. An alert with too many
+//!   labels: 422, which it does not retry. The other alerts of the notification are
+//!   recorded either way.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -20,12 +25,14 @@ use k8s_openapi::api::core::v1::Secret;
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
-use super::{AlertStore, WebhookPayload};
+use super::{AlertStore, Refusal, WebhookPayload};
 
 /// The path Alertmanager posts to.
 pub const PATH: &str = "/alertmanager";
 /// The largest accepted body.
 pub const MAX_BODY: usize = 1024 * 1024;
+/// How long a client may take to send a request's body, by default.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the receiver's bearer token comes from.
 #[derive(Clone, Debug)]
@@ -147,18 +154,33 @@ struct ReceiverState {
     token: Token,
     store: Arc<AlertStore>,
     observe: Option<ResponseObserver>,
+    body_timeout: Duration,
 }
 
-/// The receiver's routes, to be served by the operator's HTTP server.
+/// The receiver's routes, to be served by the operator's HTTP server, with the default
+/// body timeout.
 pub fn router(token: Token, store: Arc<AlertStore>, observe: Option<ResponseObserver>) -> Router {
+    router_with_body_timeout(token, store, observe, DEFAULT_BODY_TIMEOUT)
+}
+
+/// The receiver's routes; a request whose body has not arrived within `body_timeout`
+/// (after its headers) is answered 408 and its connection closed.
+pub fn router_with_body_timeout(
+    token: Token,
+    store: Arc<AlertStore>,
+    observe: Option<ResponseObserver>,
+    body_timeout: Duration,
+) -> Router {
     let state = ReceiverState {
         token,
         store,
         observe,
+        body_timeout,
     };
     Router::new()
         .route(PATH, post(receive))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .route_layer(middleware::from_fn_with_state(state.clone(), body_deadline))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
@@ -170,6 +192,30 @@ async fn count(State(state): State<ReceiverState>, request: Request, next: Next)
         observe(response.status());
     }
     response
+}
+
+/// Reading the body (inside the handler) must finish within the body timeout: a client
+/// that trickles its body cannot hold a connection for long.
+async fn body_deadline(
+    State(state): State<ReceiverState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(state.body_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            warn!(timeout = ?state.body_timeout, "refused an Alertmanager notification whose body did not arrive in time");
+            let mut response = (
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the body did not arrive within {:?}\n", state.body_timeout),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
 }
 
 async fn authenticate(
@@ -192,6 +238,9 @@ async fn authenticate(
     response
 }
 
+/// How many refusals a log line and an answer name; the rest are counted.
+const NAMED_REFUSALS: usize = 5;
+
 async fn receive(State(state): State<ReceiverState>, body: Bytes) -> Response {
     let payload: WebhookPayload = match serde_json::from_slice(&body) {
         Ok(payload) => payload,
@@ -203,13 +252,45 @@ async fn receive(State(state): State<ReceiverState>, body: Bytes) -> Response {
                 .into_response();
         }
     };
-    let firing = state.store.apply(&payload);
+    let applied = state.store.apply(&payload);
     info!(
         version = %payload.version,
         status = %payload.status,
         alerts = payload.alerts.len(),
-        firing_now = firing,
+        firing_now = applied.firing,
+        refused = applied.refused.len(),
         "Alertmanager notification"
     );
-    (StatusCode::OK, format!("{{\"firing\":{firing}}}\n")).into_response()
+    let firing = applied.firing;
+    if applied.refused.is_empty() {
+        return (StatusCode::OK, format!("{{\"firing\":{firing}}}\n")).into_response();
+    }
+    let named: Vec<String> = applied
+        .refused
+        .iter()
+        .take(NAMED_REFUSALS)
+        .map(Refusal::to_string)
+        .collect();
+    let more = applied.refused.len().saturating_sub(NAMED_REFUSALS);
+    let retryable = applied.refused.iter().any(Refusal::retryable);
+    warn!(
+        refused = applied.refused.len(),
+        first = %named.join("; "),
+        limits = ?state.store.limits(),
+        "firing alerts refused; the alerts already recorded keep acting"
+    );
+    // 507 when room may come (Alertmanager retries 5xx); 422 when the alerts
+    // themselves are too large (a retry would not help).
+    let status = if retryable {
+        StatusCode::INSUFFICIENT_STORAGE
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    let body = serde_json::json!({
+        "firing": firing,
+        "refused": applied.refused.len(),
+        "reasons": named,
+        "moreReasons": more,
+    });
+    (status, format!("{body}\n")).into_response()
 }

@@ -177,6 +177,12 @@ pub struct AlertSpec {
     /// What a matching firing alert does: Pause or Rollback. Defaults to Rollback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_firing: Option<FailureAction>,
+    /// Whether alerts without a `namespace` label may act on this wave too. An alert
+    /// with a `namespace` label (the Prometheus convention) acts only on waves of that
+    /// namespace; one without it acts only on waves that set this to true. Opt in only
+    /// for cluster-wide rules that you trust to concern this wave. Defaults to false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accept_unnamespaced: bool,
 }
 
 // The kind of a human action on a wave.

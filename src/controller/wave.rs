@@ -122,7 +122,7 @@ pub(crate) async fn run(
 ) {
     let plans: Api<CutoverPlan> = scoped(&client, scope.as_deref());
     let routes: Api<HTTPRoute> = scoped(&client, scope.as_deref());
-    let alerts = services.alerts.subscribe();
+    let alerts = services.alerts.wakes();
     let gained = services.leadership.gained();
     let admission_changes = services.admission.changes();
     let context = Arc::new(Context {
@@ -134,25 +134,18 @@ pub(crate) async fn run(
     let controller = Controller::for_shared_stream(changes, store.clone())
         .with_config(settings.controller_config());
     let alert_store = store.clone();
-    // A firing alert wakes the waves it matches at once, not at their next requeue.
-    let woken_by_alerts = futures::stream::unfold(alerts, |mut alerts| async move {
-        loop {
-            match alerts.recv().await {
-                Ok(batch) => return Some((batch, alerts)),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    })
-    .flat_map(move |batch| {
+    // An alert that fires, resolves or expires wakes the waves it acts on at once, not
+    // at their next requeue.
+    let woken_by_alerts = alerts.flat_map(move |batch| {
         let waves: Vec<ObjectRef<MigrationWave>> = alert_store
             .state()
             .into_iter()
             .filter(|wave| {
+                let namespace = wave.metadata.namespace.as_deref().unwrap_or_default();
                 wave.spec.alerts.as_ref().is_some_and(|spec| {
                     batch
                         .iter()
-                        .any(|alert| crate::alerts::matches(&spec.match_labels, alert))
+                        .any(|alert| crate::alerts::acts_on(spec, namespace, alert))
                 })
             })
             .map(|wave| ObjectRef::from_obj(&*wave))
@@ -401,7 +394,10 @@ async fn observe(
     let name = wave.name_any();
     let mut observations = Observations {
         generation: wave.metadata.generation,
-        firing_alerts: ctx.services.alerts.firing(),
+        firing_alerts: ctx
+            .services
+            .alerts
+            .in_scope(wave.spec.alerts.as_ref(), &namespace),
         authority: Authority {
             admission: ctx.services.admission.current(),
             plan: None,

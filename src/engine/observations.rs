@@ -26,7 +26,8 @@ pub struct Observations {
     pub analysis_metrics: Option<Vec<String>>,
     /// When the metrics are evaluated next, if the wave has any.
     pub next_evaluation_at: Option<Timestamp>,
-    /// Alerts firing now (all of them; the engine matches them against the wave).
+    /// Alerts firing now that may act on this wave: those of its namespace, and those
+    /// without a namespace if the wave accepts them. The engine matches their labels.
     pub firing_alerts: Vec<FiringAlert>,
     /// What human actions are judged against.
     pub authority: super::authority::Authority,
