@@ -2,15 +2,20 @@
 //! in `policies/`.
 //!
 //! Human actions are entries of `spec.actions` (see the API reference). These policies
-//! make the API server, not the client, vouch for who made each one:
-//! - a new entry must record exactly the requesting user (no spoofing);
-//! - recorded entries can never be edited or removed (append-only);
-//! - changing anything else in the spec needs the `update` verb on the resource, which
-//!   editors hold and release managers do not (they `patch`, to append actions), so a
-//!   release manager cannot, say, add themselves to a plan's approvers.
+//! make the API server, not the client, vouch for who made each one, so that the
+//! operator can check authority itself (`engine::authority`):
+//! - a new entry must record exactly the requesting user and groups (no spoofing), and
+//!   on a wave the UID of the plan it was checked against;
+//! - one new entry per request, none on CREATE, the last slots kept for Pause and
+//!   Rollback; recorded entries can never be edited or removed, except that the
+//!   operator may drop the processed ones it compacts;
+//! - changing anything else (spec, labels, annotations, finalizers, ownerReferences)
+//!   needs the `update` verb on the resource, which editors hold and release managers
+//!   do not (they `patch`, to append actions). The operator, which alone may patch the
+//!   status subresource, may change only Switchyard's finalizers and compact.
 //!
-//! The operator itself never writes `spec.actions` (it writes status and finalizers), so
-//! it needs no exemption: its writes leave the list unchanged, which passes both rules.
+//! The `operator*` and `routing_tables` modules hold the operator itself to least
+//! privilege.
 
 pub mod operator;
 pub mod operator_pod;
