@@ -854,7 +854,12 @@ async fn pass_gate(
     dry_run: bool,
 ) -> Result<CutoverPlan, kube::Error> {
     let api: Api<CutoverPlan> = Api::namespaced(client.clone(), namespace);
-    let entry = json!({"type": "PassGate", "gate": gate, "user": user, "message": format!("{gate}: signed off")});
+    // The groups as the API server knows the requester: admission checks them.
+    let groups = switchyard::cli::commands::whoami(client)
+        .await
+        .map(|who| who.groups)
+        .unwrap_or_default();
+    let entry = json!({"type": "PassGate", "gate": gate, "user": user, "groups": groups, "message": format!("{gate}: signed off")});
     // The first action creates the list; later ones append to it.
     let first = api.get(PLAN).await?.spec.actions.is_empty();
     let operation = if first {
@@ -898,6 +903,7 @@ async fn the_example_applies_and_its_gates_hold_every_wave_until_they_pass() {
     // policies that tie actions to their authors, and the ClusterRoles 40-access.yaml binds.
     install(&admin, "policies/rbac.yaml").await;
     install(&admin, "policies/actions.yaml").await;
+    common::access::await_policies_in_force(&admin).await;
     let ns = plane.create_namespace("crm-unification").await.unwrap();
 
     // Every object, as `kubectl apply --server-side -f examples/crm-unification/` would

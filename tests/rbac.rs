@@ -227,11 +227,21 @@ async fn people_can_do_what_their_role_says_and_no_more() {
         "{message}"
     );
     // The release manager acts on waves but neither creates nor deletes them.
-    let rita = api("rita").await;
+    // (In the test plans' authorised group, so that admission's authority check passes
+    // too: RBAC is what this test is about.)
+    let rita = Api::<MigrationWave>::namespaced(
+        plane
+            .client_as("rita", &[common::TEST_ACTORS])
+            .await
+            .unwrap(),
+        &ns,
+    );
     rita.patch(
         "w",
         &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"actions": [{"type": "Pause", "user": "rita"}]}})),
+        &Patch::Merge(json!({"spec": {"actions": [{"type": "Pause", "user": "rita", "groups": [common::TEST_ACTORS, "system:authenticated"],
+            "planUID": Api::<switchyard::api::CutoverPlan>::namespaced(admin.clone(), &ns)
+                .get("crm").await.unwrap().metadata.uid}]}})),
     )
     .await
     .expect("a release manager appends an action");

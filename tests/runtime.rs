@@ -545,7 +545,8 @@ async fn sigterm_lets_the_running_reconcile_finish_and_releases_the_lease() {
         || ready(&third),
     )
     .await;
-    assert_eq!(body, "ok (standby)\n");
+    // Ready before its first check of the admission policies, and it says so.
+    assert!(body.starts_with("ok (standby)"), "{body}");
     let status = second.terminate(Duration::from_secs(30)).await;
     assert!(status.success(), "switchyard exited with {status}");
     let left_at = Instant::now();
@@ -843,6 +844,8 @@ async fn not_ready_until_the_crds_exist_and_no_gateway_api_is_needed() {
     let complaints: Vec<&str> = running
         .lines()
         .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        // This cluster has no admission policies: the operator must say so.
+        .filter(|l| !l.contains("admission policies not in force"))
         .collect();
     assert!(complaints.is_empty(), "{complaints:#?}");
 }
