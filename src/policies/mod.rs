@@ -202,6 +202,15 @@ fn meta(object: &str, field: &str, empty: &str) -> String {
     format!("(has({object}.metadata.{field}) ? {object}.metadata.{field} : {empty})")
 }
 
+/// CEL: metadata `field` is the same in the object and as stored (`empty` when unset).
+fn unchanged(field: &str, empty: &str) -> String {
+    format!(
+        "{} == {}",
+        meta("object", field, empty),
+        meta("oldObject", field, empty)
+    )
+}
+
 /// CEL: the compaction count an object's annotation holds (0 when absent or garbled,
 /// so that a bad value cannot make every later request fail to evaluate).
 fn compacted(object: &str) -> String {
@@ -222,26 +231,10 @@ const COMPACTED: &str = crate::engine::action_log::COMPACTED_ANNOTATION;
 /// - Everyone else may only append one action per request: no other spec field, and no
 ///   labels, annotations, finalizers or ownerReferences.
 fn actions_policy() -> ValidatingAdmissionPolicy {
-    let labels_same = format!(
-        "{} == {}",
-        meta("object", "labels", "{}"),
-        meta("oldObject", "labels", "{}")
-    );
-    let annotations_same = format!(
-        "{} == {}",
-        meta("object", "annotations", "{}"),
-        meta("oldObject", "annotations", "{}")
-    );
-    let finalizers_same = format!(
-        "{} == {}",
-        meta("object", "finalizers", "[]"),
-        meta("oldObject", "finalizers", "[]")
-    );
-    let owners_same = format!(
-        "{} == {}",
-        meta("object", "ownerReferences", "[]"),
-        meta("oldObject", "ownerReferences", "[]")
-    );
+    let labels_same = unchanged("labels", "{}");
+    let annotations_same = unchanged("annotations", "{}");
+    let finalizers_same = unchanged("finalizers", "[]");
+    let owners_same = unchanged("ownerReferences", "[]");
     let (new_ann, old_ann) = (
         meta("object", "annotations", "{}"),
         meta("oldObject", "annotations", "{}"),
