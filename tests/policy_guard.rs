@@ -101,7 +101,25 @@ async fn without_the_policies_human_actions_are_refused_and_the_plans_say_why() 
     // Reinstalled, the policies are in force again and a new approval takes effect.
     common::access::install_policies(&admin).await;
     common::access::await_policies_in_force(&admin).await;
+    // The wave judged its pending entries with the policies missing, so it must say
+    // they are back before a new entry is trusted (kubectl wave refuses until then).
     wait_plan_condition(&admin, &ns, "True/PoliciesInForce").await;
+    wait_wave(
+        &admin,
+        &ns,
+        "w",
+        Duration::from_secs(30),
+        "AdmissionPolicies True on the wave",
+        |w: &MigrationWave| {
+            w.status.as_ref().is_some_and(|s| {
+                switchyard::engine::conditions::is_true(
+                    &s.conditions,
+                    switchyard::engine::conditions::ADMISSION_POLICIES,
+                )
+            })
+        },
+    )
+    .await;
     act(
         &admin,
         &ns,

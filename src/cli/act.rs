@@ -58,6 +58,29 @@ pub enum ActionError {
     /// The plan has no such gate, or it is not a manual gate.
     #[error("{0}")]
     NoSuchGate(String),
+    /// The object says Switchyard's admission policies are not in force: the operator
+    /// would refuse the entry, so it is not recorded.
+    #[error("{0}")]
+    PoliciesNotInForce(String),
+}
+
+/// Refuses to record while `conditions` say the admission policies are not in force (or
+/// were not, at the operator's last look): the operator refuses such entries, and a
+/// release manager should hear it before, not after.
+fn policies_in_force(
+    kind: &str,
+    name: &str,
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> Result<(), ActionError> {
+    match cond::get(conditions, cond::ADMISSION_POLICIES).filter(|c| c.status == "False") {
+        None => Ok(()),
+        Some(c) => Err(ActionError::PoliciesNotInForce(format!(
+            "not recorded: {kind} {name} says Switchyard's admission policies are not in \
+             force ({}), so the operator would refuse any human action; once they are \
+             reinstalled and its AdmissionPolicies condition is True, act again",
+            c.message
+        ))),
+    }
 }
 
 /// What `-o json|yaml` prints after an action.
@@ -105,6 +128,7 @@ pub fn wave_action(
 ) -> Result<WaveAction, ActionError> {
     let status = wave.status.clone().unwrap_or_default();
     let name = wave.metadata.name.as_deref().unwrap_or_default();
+    policies_in_force("wave", name, &status.conditions)?;
     let phase = status.phase;
     let at = match status.step_index {
         Some(i) => format!(
@@ -258,6 +282,7 @@ pub fn pass_gate(
         )));
     }
     let status = plan.status.clone().unwrap_or_default();
+    policies_in_force("plan", name, &status.conditions)?;
     if let Some(passed) = status.gates.iter().find(|g| g.name == gate && g.passing) {
         return Err(ActionError::NotApplicable(format!(
             "gate {gate} of plan {name} is already passed by {}",
@@ -350,6 +375,32 @@ status: { phase: AwaitingApproval, stepIndex: 1, targetWeight: 10, actionsProces
         assert_eq!(action.groups, vec!["release-managers".to_owned()]);
         assert_eq!(action.plan_uid.as_deref(), Some("plan-uid"));
         assert_eq!(action.message.as_deref(), Some("go"));
+    }
+
+    #[test]
+    fn nothing_is_recorded_while_the_wave_says_the_policies_are_missing() {
+        let mut w = wave(AT_APPROVAL);
+        cond::set(
+            &mut w.status.as_mut().unwrap().conditions,
+            cond::ADMISSION_POLICIES,
+            false,
+            cond::reason::POLICIES_MISSING,
+            "binding switchyard-actions is missing",
+            Some(1),
+            jiff::Timestamp::UNIX_EPOCH,
+        );
+        let err = wave_action(
+            &w,
+            &WaveCommand::Rollback { reason: None },
+            &alice(),
+            "plan-uid",
+        )
+        .unwrap_err();
+        assert!(matches!(err, ActionError::PoliciesNotInForce(_)), "{err}");
+        assert!(
+            err.to_string().contains("switchyard-actions is missing"),
+            "{err}"
+        );
     }
 
     #[test]
