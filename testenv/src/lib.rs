@@ -22,6 +22,7 @@ mod binaries;
 mod certs;
 mod monitoring;
 mod process;
+pub mod proxy;
 
 use std::{
     path::{Path, PathBuf},
