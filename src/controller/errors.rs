@@ -59,6 +59,17 @@ impl ErrorCategory {
         }
     }
 
+    /// The category of a failed write: a write not started for lack of time on the
+    /// Lease is the leader's to make.
+    pub fn of_write(error: &crate::writes::WriteError) -> Self {
+        use crate::writes::WriteError;
+        match error {
+            WriteError::Fenced { .. } => ErrorCategory::NotLeader,
+            WriteError::TimedOut { .. } => ErrorCategory::Api,
+            WriteError::Api { source, .. } => Self::of_api(source),
+        }
+    }
+
     /// The category of a finalizer failure, whose reconcile errors have their own.
     pub fn of_finalizer<E: std::error::Error + 'static>(
         error: &finalizer::Error<E>,
@@ -98,11 +109,20 @@ mod tests {
     use super::*;
     use crate::controller::plan;
     use crate::routing::RoutingError;
+    use crate::writes::WriteError;
 
     fn api_error(code: u16) -> kube::Error {
         kube::Error::Api(Box::new(
             kube::core::Status::failure("refused", "Refused").with_code(code),
         ))
+    }
+
+    fn write_error(code: u16) -> Box<WriteError> {
+        Box::new(WriteError::Api {
+            resource: crate::writes::resource::WAVE_STATUS,
+            verb: crate::writes::verb::APPLY,
+            source: Box::new(api_error(code)),
+        })
     }
 
     #[test]
@@ -127,11 +147,25 @@ mod tests {
                 },
                 ErrorCategory::Api,
             ),
+            (Error::Status(write_error(409)), ErrorCategory::Conflict),
+            (Error::Status(write_error(403)), ErrorCategory::Api),
             (
-                Error::Status(Box::new(api_error(409))),
+                Error::Status(Box::new(WriteError::Fenced {
+                    resource: crate::writes::resource::WAVE_STATUS,
+                    verb: crate::writes::verb::APPLY,
+                    left: std::time::Duration::ZERO,
+                })),
+                ErrorCategory::NotLeader,
+            ),
+            (
+                Error::Routing(RoutingError::Write {
+                    kind: "HTTPRoute",
+                    namespace: "crm".into(),
+                    name: "r".into(),
+                    source: write_error(409),
+                }),
                 ErrorCategory::Conflict,
             ),
-            (Error::Status(Box::new(api_error(403))), ErrorCategory::Api),
             (
                 Error::Routing(RoutingError::Api {
                     action: "apply",
@@ -202,11 +236,11 @@ mod tests {
     fn plan_errors_map_to_categories() {
         use plan::Error;
         assert_eq!(
-            Error::Status(Box::new(api_error(409))).category(),
+            Error::Status(write_error(409)).category(),
             ErrorCategory::Conflict
         );
         assert_eq!(
-            Error::Status(Box::new(api_error(503))).category(),
+            Error::Status(write_error(503)).category(),
             ErrorCategory::Api
         );
         assert_eq!(Error::RollbackPending(2).category(), ErrorCategory::Waiting);
