@@ -180,10 +180,17 @@ async fn a_stale_status_write_is_refused_and_the_reconcile_decides_again() {
         ..Settings::default()
     };
     let controller = tokio::spawn(switchyard::controller::run(lagging, settings, services));
+    // Its own status, not the one written above (which may show the same window).
     eventually(
         Duration::from_secs(30),
         "the controller writes the status",
-        || plan_showing(&client, &ns, frozen_at(epoch_seconds())),
+        || async {
+            let plan = plan_showing(&client, &ns, frozen_at(epoch_seconds())).await?;
+            match plan.status.and_then(|s| s.waves_summary).as_deref() {
+                Some("0/1") => Ok(()),
+                other => Err(format!("waves summary {other:?}")),
+            }
+        },
     )
     .await;
 
