@@ -6,6 +6,14 @@
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
+use kube::runtime::controller::Action;
+
+use super::ErrorCategory;
+
+/// A conflict retries after a random delay in this range: long enough for the watch to
+/// bring the newer version into the cache, short enough not to be noticed.
+const CONFLICT_RETRY_MS: std::ops::Range<u64> = 100..300;
+
 /// The delays: the n-th failure in a row waits a random time in
 /// `[d/2, d]`, where `d = min(max, first * 2^(n-1))`. Half of each delay is random, so
 /// that objects failing together (the API server restarting) do not retry in lockstep.
@@ -84,6 +92,20 @@ impl Backoff {
         self.schedule.delay(failures, rand::random::<f64>())
     }
 
+    /// What to do after a failed reconcile of `object`: a conflict decides again soon,
+    /// from a fresher version, and does not count as a failure in a row; a permanent
+    /// error waits for a change of the object (the watches wake it); any other failure
+    /// retries on the schedule.
+    pub fn after_failure(&self, object: &str, category: ErrorCategory) -> Action {
+        if category.is_permanent() {
+            return Action::await_change();
+        }
+        if category == ErrorCategory::Conflict {
+            return Action::requeue(Duration::from_millis(rand::random_range(CONFLICT_RETRY_MS)));
+        }
+        Action::requeue(self.failed(object))
+    }
+
     /// `object` reconciled: its next failure starts the schedule again.
     pub fn succeeded(&self, object: &str) {
         let mut all = self.failures.lock().unwrap_or_else(|e| e.into_inner());
@@ -149,6 +171,26 @@ mod tests {
             })
             .collect();
         assert!(draws.len() > 10, "{} distinct delays in 50", draws.len());
+    }
+
+    #[test]
+    fn conflicts_retry_soon_and_permanent_errors_wait_for_a_change() {
+        let backoff = Backoff::default();
+        assert_eq!(
+            backoff.after_failure("ns/a", ErrorCategory::InvalidSpec),
+            Action::await_change()
+        );
+        for _ in 0..20 {
+            let action = backoff.after_failure("ns/a", ErrorCategory::Conflict);
+            let soon = CONFLICT_RETRY_MS
+                .map(|ms| Action::requeue(Duration::from_millis(ms)))
+                .any(|a| a == action);
+            assert!(soon, "{action:?}");
+        }
+        assert_eq!(backoff.failures("ns/a"), 0, "neither counts as a failure");
+        backoff.after_failure("ns/a", ErrorCategory::Api);
+        backoff.after_failure("ns/a", ErrorCategory::Routing);
+        assert_eq!(backoff.failures("ns/a"), 2);
     }
 
     #[test]

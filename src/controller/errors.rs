@@ -1,8 +1,6 @@
 //! A bounded classification of reconcile errors, for metric labels and logs.
 
-use kube::runtime::finalizer;
-
-use super::wave;
+use super::finalizer;
 
 /// This replica does not hold the leader Lease, so it must not write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -78,16 +76,15 @@ impl ErrorCategory {
         match error {
             finalizer::Error::ApplyFailed(err) | finalizer::Error::CleanupFailed(err) => inner(err),
             finalizer::Error::AddFinalizer(err) | finalizer::Error::RemoveFinalizer(err) => {
-                if wave::is_finalizer_conflict(error) {
-                    ErrorCategory::Conflict
-                } else {
-                    Self::of_api(err)
-                }
+                Self::of_write(err)
             }
-            finalizer::Error::UnnamedObject | finalizer::Error::InvalidFinalizer => {
-                ErrorCategory::InvalidSpec
-            }
+            finalizer::Error::UnnamedObject => ErrorCategory::InvalidSpec,
         }
+    }
+
+    /// Whether a retry cannot help: a human must change the objects first.
+    pub fn is_permanent(self) -> bool {
+        self == ErrorCategory::InvalidSpec
     }
 
     /// Whether errors of this category count as failed reconciles.
@@ -138,7 +135,7 @@ mod tests {
 
     #[test]
     fn wave_errors_map_to_categories() {
-        use wave::Error;
+        use crate::controller::wave::Error;
         let cases: Vec<(Error, ErrorCategory)> = vec![
             (
                 Error::Observe {
@@ -215,11 +212,13 @@ mod tests {
                 ErrorCategory::NotLeader,
             ),
             (
-                Error::Finalizer(Box::new(finalizer::Error::AddFinalizer(api_error(422)))),
+                Error::Finalizer(Box::new(finalizer::Error::AddFinalizer(*write_error(409)))),
                 ErrorCategory::Conflict,
             ),
             (
-                Error::Finalizer(Box::new(finalizer::Error::RemoveFinalizer(api_error(500)))),
+                Error::Finalizer(Box::new(finalizer::Error::RemoveFinalizer(*write_error(
+                    500,
+                )))),
                 ErrorCategory::Api,
             ),
             (

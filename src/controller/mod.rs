@@ -10,6 +10,7 @@ pub mod backoff;
 mod caches;
 mod compaction;
 mod errors;
+mod finalizer;
 pub mod plan;
 pub mod wave;
 
@@ -293,20 +294,10 @@ impl Context {
         Ok(())
     }
 
-    /// What to do after a failed reconcile of `object` (namespace/name): a conflict
-    /// retries soon, from a fresh read, since the cache may lag behind the object; a
-    /// permanent error waits for a change of the object; any other failure retries
-    /// with exponential, jittered backoff.
-    pub(crate) fn retry(&self, object: &str, category: ErrorCategory, permanent: bool) -> Action {
-        if permanent {
-            return Action::await_change();
-        }
-        if category == ErrorCategory::Conflict {
-            return Action::requeue(std::time::Duration::from_millis(rand::random_range(
-                100..300,
-            )));
-        }
-        Action::requeue(self.backoff.failed(object))
+    /// What to do after a failed reconcile of `object` (namespace/name), by the
+    /// category of its error (see [`backoff::Backoff::after_failure`]).
+    pub(crate) fn retry(&self, object: &str, category: ErrorCategory) -> Action {
+        self.backoff.after_failure(object, category)
     }
 
     /// Publishes one Event per engine event about `reference`. An Event is a

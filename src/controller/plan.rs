@@ -14,13 +14,13 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
-        finalizer::{self, Event as Finalize},
         reflector::{ObjectRef, ReflectHandle},
     },
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{debug, info, warn};
 
+use super::finalizer::{self, Event as Finalize};
 use super::{Cache, Context, ErrorCategory, NotLeader, Services, Settings, Shutdown, Stats};
 use crate::analysis::{self, EffectiveAnalysis, EffectiveMetric};
 use crate::api::{CutoverPlan, CutoverPlanStatus, Metric, MetricStatus, MigrationWave};
@@ -143,7 +143,7 @@ async fn reconcile(plan: Arc<CutoverPlan>, ctx: Arc<PlanContext>) -> Result<Acti
     let namespace = plan.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<CutoverPlan> = Api::namespaced(ctx.inner.client.clone(), &namespace);
     let key = super::wave::backoff_key(&*plan);
-    let action = finalizer::finalizer(&api, FINALIZER, plan, |event| async {
+    let action = finalizer::finalizer(&api, &ctx.inner.writes, FINALIZER, plan, |event| async {
         match event {
             Finalize::Apply(plan) => apply(&plan, &ctx, false).await,
             Finalize::Cleanup(plan) => apply(&plan, &ctx, true).await,
@@ -174,17 +174,18 @@ fn error_policy(plan: Arc<CutoverPlan>, error: &Error, ctx: Arc<PlanContext>) ->
         debug!(plan = %plan.name_any(), waves = n, "deletion waits for rollbacks");
         return Action::requeue(Duration::from_millis(500));
     }
-    let permanent = category == ErrorCategory::InvalidSpec;
-    let action = ctx
-        .inner
-        .retry(&super::wave::backoff_key(&*plan), category, permanent);
+    let action = ctx.inner.retry(&super::wave::backoff_key(&*plan), category);
     if category == ErrorCategory::Conflict {
         // Decided from a version older than the plan's: decide again from a fresh one.
         debug!(plan = %plan.name_any(), error = %error, "conflict with a newer version; deciding again");
         return action;
     }
     ctx.inner.services.stats.error(error);
-    warn!(plan = %plan.name_any(), category = %category, error = %error, "plan reconcile failed");
+    if category.is_permanent() {
+        warn!(plan = %plan.name_any(), category = %category, error = %error, "plan reconcile failed; waiting for the plan to change");
+    } else {
+        warn!(plan = %plan.name_any(), category = %category, error = %error, "plan reconcile failed; retrying with backoff");
+    }
     action
 }
 

@@ -10,13 +10,13 @@ use kube::{
     runtime::{
         Controller,
         controller::Action,
-        finalizer::{self, Event as Finalize},
         reflector::{ObjectRef, ReflectHandle},
         watcher,
     },
 };
 use tracing::{debug, info, warn};
 
+use super::finalizer::{self, Event as Finalize};
 use super::{Cache, Context, ErrorCategory, NotLeader, Services, Settings, Shutdown, Stats};
 use crate::analysis;
 use crate::api::{CutoverPlan, MigrationWave, MigrationWaveStatus, WavePhase};
@@ -62,24 +62,7 @@ pub enum Error {
     NotLeader(#[from] NotLeader),
 }
 
-/// Whether a finalizer change was refused because the object changed meanwhile (the
-/// JSON patch's `test` fails with 422, or the write conflicts with 409).
-pub(super) fn is_finalizer_conflict<E: std::error::Error + 'static>(
-    error: &finalizer::Error<E>,
-) -> bool {
-    let api = match error {
-        finalizer::Error::AddFinalizer(err) | finalizer::Error::RemoveFinalizer(err) => err,
-        _ => return false,
-    };
-    matches!(api, kube::Error::Api(status) if status.code == 422 || status.code == 409)
-}
-
 impl Error {
-    /// A conflict with a newer version of the object than the cached one.
-    pub fn is_stale_cache_conflict(&self) -> bool {
-        matches!(self, Error::Finalizer(err) if is_finalizer_conflict(err))
-    }
-
     /// A bounded category, for metrics labels and logs.
     pub fn category(&self) -> ErrorCategory {
         match self {
@@ -316,7 +299,7 @@ async fn reconcile(wave: Arc<MigrationWave>, ctx: Arc<Context>) -> Result<Action
     let namespace = wave.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<MigrationWave> = Api::namespaced(ctx.client.clone(), &namespace);
     let key = backoff_key(&*wave);
-    let action = finalizer::finalizer(&api, FINALIZER, wave, |event| async {
+    let action = finalizer::finalizer(&api, &ctx.writes, FINALIZER, wave, |event| async {
         match event {
             Finalize::Apply(wave) => apply(&wave, &ctx).await,
             Finalize::Cleanup(wave) => cleanup(&wave, &ctx).await,
@@ -339,9 +322,9 @@ fn error_policy(wave: Arc<MigrationWave>, error: &Error, ctx: Arc<Context>) -> A
     ctx.services
         .metrics
         .reconcile_error(CONTROLLER, category.as_str());
-    let permanent = category == ErrorCategory::InvalidSpec;
-    let action = ctx.retry(&backoff_key(&*wave), category, permanent);
-    if category == ErrorCategory::Conflict || error.is_stale_cache_conflict() {
+    let permanent = category.is_permanent();
+    let action = ctx.retry(&backoff_key(&*wave), category);
+    if category == ErrorCategory::Conflict {
         // Decided from a version older than the object's (a stale cache, or a write by
         // someone else): the retry decides again from a fresh one.
         debug!(wave = %wave.name_any(), error = %error, "conflict with a newer version; deciding again");
