@@ -10,9 +10,13 @@ use kube::runtime::controller::Action;
 
 use super::ErrorCategory;
 
-/// A conflict retries after a random delay in this range: long enough for the watch to
-/// bring the newer version into the cache, short enough not to be noticed.
-const CONFLICT_RETRY_MS: std::ops::Range<u64> = 100..300;
+/// The delays after conflicts: the first within 150–300 ms, usually long enough for the
+/// watch to bring the newer version into the cache and short enough not to be noticed;
+/// doubling while they repeat (a cache that does not catch up), up to 30 s.
+pub const CONFLICTS: Schedule = Schedule {
+    first: Duration::from_millis(300),
+    max: Duration::from_secs(30),
+};
 
 /// The delays: the n-th failure in a row waits a random time in
 /// `[d/2, d]`, where `d = min(max, first * 2^(n-1))`. Half of each delay is random, so
@@ -74,36 +78,41 @@ impl Backoff {
 
     /// Counts a failure of `object` and returns how long to wait before its retry.
     pub fn failed(&self, object: &str) -> Duration {
-        let failures = {
-            let mut all = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-            let full = all.len() >= MAX_TRACKED;
-            match all.get_mut(object) {
-                Some(count) => {
-                    *count = count.saturating_add(1);
-                    *count
-                }
-                None if full => 1,
-                None => {
-                    all.insert(object.to_owned(), 1);
-                    1
-                }
+        self.schedule
+            .delay(self.count(object), rand::random::<f64>())
+    }
+
+    /// Counts a failure of `object`; returns its failures in a row.
+    fn count(&self, object: &str) -> u32 {
+        let mut all = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let full = all.len() >= MAX_TRACKED;
+        match all.get_mut(object) {
+            Some(count) => {
+                *count = count.saturating_add(1);
+                *count
             }
-        };
-        self.schedule.delay(failures, rand::random::<f64>())
+            None if full => 1,
+            None => {
+                all.insert(object.to_owned(), 1);
+                1
+            }
+        }
     }
 
     /// What to do after a failed reconcile of `object`: a conflict decides again soon,
-    /// from a fresher version, and does not count as a failure in a row; a permanent
-    /// error waits for a change of the object (the watches wake it); any other failure
-    /// retries on the schedule.
+    /// from a fresher version (on [`CONFLICTS`]); a permanent error waits for a change
+    /// of the object (the watches wake it); any other failure retries on the schedule.
     pub fn after_failure(&self, object: &str, category: ErrorCategory) -> Action {
         if category.is_permanent() {
             return Action::await_change();
         }
-        if category == ErrorCategory::Conflict {
-            return Action::requeue(Duration::from_millis(rand::random_range(CONFLICT_RETRY_MS)));
-        }
-        Action::requeue(self.failed(object))
+        let failures = self.count(object);
+        let schedule = if category == ErrorCategory::Conflict {
+            CONFLICTS
+        } else {
+            self.schedule
+        };
+        Action::requeue(schedule.delay(failures, rand::random::<f64>()))
     }
 
     /// `object` reconciled: its next failure starts the schedule again.
@@ -180,14 +189,21 @@ mod tests {
             backoff.after_failure("ns/a", ErrorCategory::InvalidSpec),
             Action::await_change()
         );
+        assert_eq!(backoff.failures("ns/a"), 0, "waiting is not a retry");
+        // A first conflict retries within 150-300 ms.
+        assert_ne!(
+            backoff.after_failure("ns/a", ErrorCategory::Conflict),
+            Action::await_change()
+        );
+        assert_eq!(backoff.failures("ns/a"), 1);
+        assert_eq!(CONFLICTS.delay(1, 0.0), Duration::from_millis(150));
+        assert_eq!(CONFLICTS.delay(1, 1.0), Duration::from_millis(300));
+        // Repeated ones slow down, bounded.
         for _ in 0..20 {
-            let action = backoff.after_failure("ns/a", ErrorCategory::Conflict);
-            let soon = CONFLICT_RETRY_MS
-                .map(|ms| Action::requeue(Duration::from_millis(ms)))
-                .any(|a| a == action);
-            assert!(soon, "{action:?}");
+            backoff.after_failure("ns/a", ErrorCategory::Conflict);
         }
-        assert_eq!(backoff.failures("ns/a"), 0, "neither counts as a failure");
+        assert_eq!(CONFLICTS.ceiling(backoff.failures("ns/a")), CONFLICTS.max);
+        backoff.succeeded("ns/a");
         backoff.after_failure("ns/a", ErrorCategory::Api);
         backoff.after_failure("ns/a", ErrorCategory::Routing);
         assert_eq!(backoff.failures("ns/a"), 2);
