@@ -130,6 +130,20 @@ impl Leadership {
                 && now_ms() < self.inner.valid_until_ms.load(Ordering::Acquire))
     }
 
+    /// How long this replica may still act: the time to the end of its term, which
+    /// already leaves the clock-skew margin before the Lease's expiry. None when leader
+    /// election is off (the replica always acts); zero when it does not lead.
+    pub fn time_left(&self) -> Option<Duration> {
+        if !self.inner.elected {
+            return None;
+        }
+        if !self.inner.holder.load(Ordering::Acquire) {
+            return Some(Duration::ZERO);
+        }
+        let left = self.inner.valid_until_ms.load(Ordering::Acquire) - now_ms();
+        Some(Duration::from_millis(u64::try_from(left).unwrap_or(0)))
+    }
+
     /// Whether leader election is on.
     pub fn is_elected(&self) -> bool {
         self.inner.elected
@@ -403,7 +417,13 @@ pub const LEADER_POD_LABEL: &str = "switchyard.dev/leader";
 
 /// Keeps [`LEADER_POD_LABEL`] on Pod `pod` in `namespace` while this replica leads, and
 /// removes it when it stops. Retries failed patches until the next change of leadership.
-pub async fn label_own_pod(client: Client, namespace: String, pod: String, leadership: Leadership) {
+pub async fn label_own_pod(
+    client: Client,
+    namespace: String,
+    pod: String,
+    leadership: Leadership,
+    writes: crate::writes::Writes,
+) {
     use k8s_openapi::api::core::v1::Pod;
     use kube::api::{Patch, PatchParams};
 
@@ -419,8 +439,13 @@ pub async fn label_own_pod(client: Client, namespace: String, pod: String, leade
         let patch = serde_json::json!({"metadata": {"labels": {LEADER_POD_LABEL: value}}});
         let mut delay = Duration::from_millis(500);
         loop {
-            match pods
-                .patch(&pod, &PatchParams::default(), &Patch::Merge(&patch))
+            use crate::writes::{resource, verb};
+            match writes
+                .send(
+                    resource::PODS,
+                    verb::PATCH,
+                    pods.patch(&pod, &PatchParams::default(), &Patch::Merge(&patch)),
+                )
                 .await
             {
                 Ok(_) => {
@@ -503,6 +528,7 @@ mod tests {
         assert!(leadership.is_leader());
         assert!(*leadership.subscribe().borrow());
         assert!(leadership.term_end().is_none());
+        assert_eq!(leadership.time_left(), None, "no term to run out");
     }
 
     #[test]
@@ -516,10 +542,17 @@ mod tests {
         assert!(leadership.is_leader());
         assert!(leadership.publish());
         assert!(leadership.term_end().is_some());
+        // 4 s from the renewal, less the 0.5 s margin.
+        let left = leadership.time_left().unwrap();
+        assert!(
+            left > Duration::from_millis(3000) && left <= Duration::from_millis(3500),
+            "{left:?}"
+        );
 
         // A renewal 3.6 s ago: the Lease is still valid for 0.4 s, within the margin.
         leadership.observe(&lease("me", Duration::from_millis(3600), 4), &s);
         assert!(!leadership.is_leader(), "too close to expiry to act");
+        assert_eq!(leadership.time_left(), Some(Duration::ZERO));
 
         leadership.observe(&lease("someone-else", Duration::ZERO, 4), &s);
         assert!(!leadership.is_leader(), "the Lease is not ours");

@@ -14,3 +14,4 @@ pub mod metrics;
 pub mod policies;
 pub mod routing;
 pub mod runtime;
+pub mod writes;

@@ -177,6 +177,13 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    resource: &'static str,
+    verb: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabels {
     code: u16,
 }
@@ -213,6 +220,7 @@ pub struct Metrics {
     analysis_queries: Family<OutcomeLabels, Counter>,
     receiver_requests: Family<CodeLabels, Counter>,
     http_connections_refused: Family<ListenerLabels, Counter>,
+    api_writes: Family<WriteLabels, Counter>,
     leader: Gauge,
     /// The waves that have series, so that they can all be dropped.
     waves: Mutex<HashSet<(String, String)>>,
@@ -243,6 +251,7 @@ impl Metrics {
         let analysis_queries = Family::default();
         let receiver_requests = Family::default();
         let http_connections_refused = Family::default();
+        let api_writes = Family::default();
         let leader = Gauge::default();
         registry.register(
             "wave_phase",
@@ -290,6 +299,11 @@ impl Metrics {
             Family::clone(&http_connections_refused),
         );
         registry.register(
+            "api_writes",
+            "Writes to the API server, by resource, verb and outcome (success, conflict, failure, timeout, or fenced: not started for lack of time on the leader Lease)",
+            Family::clone(&api_writes),
+        );
+        registry.register(
             "leader",
             "1 while this replica holds the leader Lease and acts, else 0",
             leader.clone(),
@@ -305,6 +319,7 @@ impl Metrics {
             analysis_queries,
             receiver_requests,
             http_connections_refused,
+            api_writes,
             leader,
             waves: Mutex::default(),
         }
@@ -402,6 +417,17 @@ impl Metrics {
             controller,
             started: Instant::now(),
         }
+    }
+
+    /// Counts one API write's outcome. Every label is a constant of [`crate::writes`].
+    pub fn api_write(&self, resource: &'static str, verb: &'static str, outcome: &'static str) {
+        self.api_writes
+            .get_or_create(&WriteLabels {
+                resource,
+                verb,
+                outcome,
+            })
+            .inc();
     }
 
     /// Counts a failed reconcile.

@@ -231,6 +231,16 @@ pub struct RunOptions {
         value_parser = clap::value_parser!(u16).range(1..)
     )]
     pub max_concurrent_reconciles: u16,
+    /// Each write to the API server is given up after this long, or at the end of the
+    /// leader's term if that comes first. A write given up may still land; its
+    /// resourceVersion precondition keeps it from overwriting a newer leader's write.
+    #[arg(
+        long,
+        env = "SWITCHYARD_API_WRITE_TIMEOUT",
+        default_value = "5s",
+        value_parser = parse_positive_duration
+    )]
+    pub api_write_timeout: Duration,
 }
 
 impl RunOptions {
@@ -506,7 +516,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             stopped(),
         )));
     }
-    tokio::spawn(report_leadership(leadership.clone(), metrics));
+    tokio::spawn(report_leadership(leadership.clone(), metrics.clone()));
 
     let shutdown = controller::shutdown_on(shutdown_signal());
     tokio::spawn({
@@ -528,6 +538,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             gateway_api: gateway_api_installed(&client).await,
             instance: Some(identity),
             max_concurrent_reconciles: options.max_concurrent_reconciles,
+            api_write_timeout: options.api_write_timeout,
             ..Settings::default()
         };
         info!(namespaces = ?settings.namespaces, "starting the controllers (an empty list means all namespaces)");
@@ -540,6 +551,12 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
                 namespace.clone(),
                 pod.clone(),
                 leadership.clone(),
+                // Not fenced by the term: the label must come off after it ends.
+                crate::writes::Writes::new(
+                    Leadership::always(),
+                    metrics.clone(),
+                    options.api_write_timeout,
+                ),
             ));
         }
         drain(

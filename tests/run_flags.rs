@@ -41,6 +41,7 @@ fn every_setting_falls_back_to_its_environment_variable() {
         "SWITCHYARD_LEASE_NAMESPACE",
         "SWITCHYARD_LEASE_DURATION",
         "SWITCHYARD_MAX_CONCURRENT_RECONCILES",
+        "SWITCHYARD_API_WRITE_TIMEOUT",
         "POD_NAME",
         "POD_NAMESPACE",
     ] {
@@ -59,6 +60,7 @@ fn every_setting_falls_back_to_its_environment_variable() {
     assert_eq!(defaults.lease_name, "switchyard");
     assert_eq!(defaults.lease_duration, Duration::from_secs(15));
     assert_eq!(defaults.max_concurrent_reconciles, 32);
+    assert_eq!(defaults.api_write_timeout, Duration::from_secs(5));
     assert!(
         defaults
             .identity()
@@ -73,6 +75,7 @@ fn every_setting_falls_back_to_its_environment_variable() {
     set("SWITCHYARD_LEASE_NAME", "switchyard-crm");
     set("SWITCHYARD_LEASE_DURATION", "9s");
     set("SWITCHYARD_MAX_CONCURRENT_RECONCILES", "4");
+    set("SWITCHYARD_API_WRITE_TIMEOUT", "2s");
     set("POD_NAME", "switchyard-5d8f7-x2x9q");
     set("POD_NAMESPACE", "switchyard-system");
     let from_env = parse(&[]);
@@ -84,6 +87,7 @@ fn every_setting_falls_back_to_its_environment_variable() {
     assert_eq!(from_env.log_format, LogFormat::Json);
     assert!(!from_env.leader_election);
     assert_eq!(from_env.max_concurrent_reconciles, 4);
+    assert_eq!(from_env.api_write_timeout, Duration::from_secs(2));
     let lease = from_env.lease();
     assert_eq!(lease.name, "switchyard-crm");
     assert_eq!(lease.duration, Duration::from_secs(9));
@@ -122,6 +126,12 @@ fn every_setting_falls_back_to_its_environment_variable() {
         "no reconciles at all"
     );
     set("SWITCHYARD_MAX_CONCURRENT_RECONCILES", "4");
+    set("SWITCHYARD_API_WRITE_TIMEOUT", "0s");
+    assert!(
+        Cli::try_parse_from(["switchyard"]).is_err(),
+        "a write must have some time"
+    );
+    set("SWITCHYARD_API_WRITE_TIMEOUT", "2s");
     set("SWITCHYARD_LEASE_DURATION", "1s");
     assert!(Cli::try_parse_from(["switchyard"]).is_err());
 }

@@ -10,6 +10,7 @@ use tracing::{debug, info};
 
 use super::Context;
 use crate::engine::action_log::{COMPACTED_ANNOTATION, Compaction};
+use crate::writes::{WriteError, resource, verb};
 
 /// Drops `compaction.drop` entries of `actions` and raises the annotation, in one write
 /// guarded by the resourceVersion the decision was made on. A conflict means the object
@@ -19,7 +20,7 @@ pub(crate) async fn compact<K, A>(
     object: &K,
     actions: &[A],
     compaction: Compaction,
-) -> Result<(), kube::Error>
+) -> Result<(), WriteError>
 where
     K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -27,9 +28,6 @@ where
         + std::fmt::Debug,
     A: serde::Serialize,
 {
-    if ctx.ensure_leader().is_err() {
-        return Ok(());
-    }
     let kept = actions.get(compaction.drop..).unwrap_or_default();
     let patch = serde_json::json!({
         "metadata": {
@@ -39,11 +37,13 @@ where
         "spec": {"actions": kept},
     });
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
-    match api
-        .patch(
-            &object.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
+    let name = object.name_any();
+    match ctx
+        .writes
+        .send(
+            resource::of::<K>(false),
+            verb::PATCH,
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
         )
         .await
     {
@@ -56,10 +56,12 @@ where
             );
             Ok(())
         }
-        Err(kube::Error::Api(status)) if status.code == 409 => {
+        Err(err) if err.is_conflict() => {
             debug!(object = %object.name_any(), "the object changed; compaction waits");
             Ok(())
         }
+        // The term ended: the next leader compacts.
+        Err(err) if err.is_fenced() => Ok(()),
         Err(err) => Err(err),
     }
 }

@@ -1,8 +1,6 @@
 //! A bounded classification of reconcile errors, for metric labels and logs.
 
-use kube::runtime::finalizer;
-
-use super::wave;
+use super::finalizer;
 
 /// This replica does not hold the leader Lease, so it must not write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +57,17 @@ impl ErrorCategory {
         }
     }
 
+    /// The category of a failed write: a write not started for lack of time on the
+    /// Lease is the leader's to make.
+    pub fn of_write(error: &crate::writes::WriteError) -> Self {
+        use crate::writes::WriteError;
+        match error {
+            WriteError::Fenced { .. } => ErrorCategory::NotLeader,
+            WriteError::TimedOut { .. } => ErrorCategory::Api,
+            WriteError::Api { source, .. } => Self::of_api(source),
+        }
+    }
+
     /// The category of a finalizer failure, whose reconcile errors have their own.
     pub fn of_finalizer<E: std::error::Error + 'static>(
         error: &finalizer::Error<E>,
@@ -67,16 +76,15 @@ impl ErrorCategory {
         match error {
             finalizer::Error::ApplyFailed(err) | finalizer::Error::CleanupFailed(err) => inner(err),
             finalizer::Error::AddFinalizer(err) | finalizer::Error::RemoveFinalizer(err) => {
-                if wave::is_finalizer_conflict(error) {
-                    ErrorCategory::Conflict
-                } else {
-                    Self::of_api(err)
-                }
+                Self::of_write(err)
             }
-            finalizer::Error::UnnamedObject | finalizer::Error::InvalidFinalizer => {
-                ErrorCategory::InvalidSpec
-            }
+            finalizer::Error::UnnamedObject => ErrorCategory::InvalidSpec,
         }
+    }
+
+    /// Whether a retry cannot help: a human must change the objects first.
+    pub fn is_permanent(self) -> bool {
+        self == ErrorCategory::InvalidSpec
     }
 
     /// Whether errors of this category count as failed reconciles.
@@ -98,11 +106,20 @@ mod tests {
     use super::*;
     use crate::controller::plan;
     use crate::routing::RoutingError;
+    use crate::writes::WriteError;
 
     fn api_error(code: u16) -> kube::Error {
         kube::Error::Api(Box::new(
             kube::core::Status::failure("refused", "Refused").with_code(code),
         ))
+    }
+
+    fn write_error(code: u16) -> Box<WriteError> {
+        Box::new(WriteError::Api {
+            resource: crate::writes::resource::WAVE_STATUS,
+            verb: crate::writes::verb::APPLY,
+            source: Box::new(api_error(code)),
+        })
     }
 
     #[test]
@@ -118,7 +135,7 @@ mod tests {
 
     #[test]
     fn wave_errors_map_to_categories() {
-        use wave::Error;
+        use crate::controller::wave::Error;
         let cases: Vec<(Error, ErrorCategory)> = vec![
             (
                 Error::Observe {
@@ -127,11 +144,25 @@ mod tests {
                 },
                 ErrorCategory::Api,
             ),
+            (Error::Status(write_error(409)), ErrorCategory::Conflict),
+            (Error::Status(write_error(403)), ErrorCategory::Api),
             (
-                Error::Status(Box::new(api_error(409))),
+                Error::Status(Box::new(WriteError::Fenced {
+                    resource: crate::writes::resource::WAVE_STATUS,
+                    verb: crate::writes::verb::APPLY,
+                    left: std::time::Duration::ZERO,
+                })),
+                ErrorCategory::NotLeader,
+            ),
+            (
+                Error::Routing(RoutingError::Write {
+                    kind: "HTTPRoute",
+                    namespace: "crm".into(),
+                    name: "r".into(),
+                    source: write_error(409),
+                }),
                 ErrorCategory::Conflict,
             ),
-            (Error::Status(Box::new(api_error(403))), ErrorCategory::Api),
             (
                 Error::Routing(RoutingError::Api {
                     action: "apply",
@@ -181,11 +212,13 @@ mod tests {
                 ErrorCategory::NotLeader,
             ),
             (
-                Error::Finalizer(Box::new(finalizer::Error::AddFinalizer(api_error(422)))),
+                Error::Finalizer(Box::new(finalizer::Error::AddFinalizer(*write_error(409)))),
                 ErrorCategory::Conflict,
             ),
             (
-                Error::Finalizer(Box::new(finalizer::Error::RemoveFinalizer(api_error(500)))),
+                Error::Finalizer(Box::new(finalizer::Error::RemoveFinalizer(*write_error(
+                    500,
+                )))),
                 ErrorCategory::Api,
             ),
             (
@@ -202,11 +235,11 @@ mod tests {
     fn plan_errors_map_to_categories() {
         use plan::Error;
         assert_eq!(
-            Error::Status(Box::new(api_error(409))).category(),
+            Error::Status(write_error(409)).category(),
             ErrorCategory::Conflict
         );
         assert_eq!(
-            Error::Status(Box::new(api_error(503))).category(),
+            Error::Status(write_error(503)).category(),
             ErrorCategory::Api
         );
         assert_eq!(Error::RollbackPending(2).category(), ErrorCategory::Waiting);

@@ -6,9 +6,11 @@
 //! the API server.
 
 mod admission_guard;
+pub mod backoff;
 mod caches;
 mod compaction;
 mod errors;
+mod finalizer;
 pub mod plan;
 pub mod wave;
 
@@ -35,6 +37,8 @@ use crate::alerts::AlertStore;
 use crate::analysis::Analyzer;
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
+use crate::writes::{WriteError, Writes, resource, verb};
+use kube::runtime::controller::Action;
 
 /// Counters a caller can read while the controller runs (tests, metrics).
 #[derive(Debug, Default)]
@@ -99,6 +103,9 @@ pub struct Settings {
     /// from the API server, and an unbounded number of them (every wave at a cold
     /// start) would open as many connections, and hold their memory afterwards.
     pub max_concurrent_reconciles: u16,
+    /// Each API write is given up after this long, or at the end of the leader's term
+    /// if that comes first (see [`crate::writes`]).
+    pub api_write_timeout: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -109,6 +116,7 @@ impl Default for Settings {
             reporter: "switchyard".into(),
             instance: None,
             max_concurrent_reconciles: DEFAULT_MAX_CONCURRENT_RECONCILES,
+            api_write_timeout: crate::writes::DEFAULT_WRITE_TIMEOUT,
         }
     }
 }
@@ -226,6 +234,10 @@ pub struct Context {
     /// The wave controller's cache of waves, where it checks that no two waves of a
     /// plan share a cohort. None in the plan controller.
     pub(crate) waves: Option<Cache<crate::api::MigrationWave>>,
+    /// Every API write goes through it: within the leader's term, with a timeout.
+    pub writes: Writes,
+    /// The failures in a row of each object, for its retry delay.
+    pub backoff: backoff::Backoff,
 }
 
 impl Context {
@@ -244,12 +256,15 @@ impl Context {
     }
 
     /// Writes `status` to `object`'s status subresource by server-side apply, under the
-    /// one field manager. Callers write only when the status changed.
+    /// one field manager, on condition that the object is still the version `object` is
+    /// (its resourceVersion is in the body): a decision made from an older version, by
+    /// this replica or one that lost the Lease, is refused with 409 Conflict. Callers
+    /// write only when the status changed.
     pub async fn apply_status<K>(
         &self,
         object: &K,
         status: &impl serde::Serialize,
-    ) -> Result<(), kube::Error>
+    ) -> Result<(), WriteError>
     where
         K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
             + Clone
@@ -259,19 +274,30 @@ impl Context {
         use kube::ResourceExt;
         let api: kube::Api<K> =
             kube::Api::namespaced(self.client.clone(), &object.namespace().unwrap_or_default());
-        let patch = serde_json::json!({
+        let mut patch = serde_json::json!({
             "apiVersion": K::api_version(&()),
             "kind": K::kind(&()),
+            "metadata": {"name": object.name_any()},
             "status": status,
         });
-        api.patch_status(
-            &object.name_any(),
-            &kube::api::PatchParams::apply(crate::routing::FIELD_MANAGER).force(),
-            &kube::api::Patch::Apply(&patch),
-        )
-        .await?;
+        crate::writes::precondition(&mut patch, object.resource_version());
+        let params = kube::api::PatchParams::apply(crate::routing::FIELD_MANAGER).force();
+        let name = object.name_any();
+        self.writes
+            .send(
+                resource::of::<K>(true),
+                verb::APPLY,
+                api.patch_status(&name, &params, &kube::api::Patch::Apply(&patch)),
+            )
+            .await?;
         Stats::bump(&self.services.stats.status_writes);
         Ok(())
+    }
+
+    /// What to do after a failed reconcile of `object` (namespace/name), by the
+    /// category of its error (see [`backoff::Backoff::after_failure`]).
+    pub(crate) fn retry(&self, object: &str, category: ErrorCategory) -> Action {
+        self.backoff.after_failure(object, category)
     }
 
     /// Publishes one Event per engine event about `reference`. An Event is a
@@ -289,19 +315,23 @@ impl Context {
                 return;
             }
             let published = self
-                .recorder
-                .publish(
-                    &Event {
-                        type_: match event.kind {
-                            crate::engine::EventKind::Normal => EventType::Normal,
-                            crate::engine::EventKind::Warning => EventType::Warning,
+                .writes
+                .send(
+                    resource::EVENTS,
+                    verb::CREATE,
+                    self.recorder.publish(
+                        &Event {
+                            type_: match event.kind {
+                                crate::engine::EventKind::Normal => EventType::Normal,
+                                crate::engine::EventKind::Warning => EventType::Warning,
+                            },
+                            reason: event.reason.clone(),
+                            note: Some(event.note.chars().take(1000).collect()),
+                            action: "Reconcile".into(),
+                            secondary: None,
                         },
-                        reason: event.reason.clone(),
-                        note: Some(event.note.chars().take(1000).collect()),
-                        action: "Reconcile".into(),
-                        secondary: None,
-                    },
-                    reference,
+                        reference,
+                    ),
                 )
                 .await;
             if let Err(err) = published {
@@ -316,11 +346,18 @@ impl Context {
             controller: settings.reporter.clone(),
             instance: settings.instance.clone(),
         };
+        let writes = Writes::new(
+            services.leadership.clone(),
+            services.metrics.clone(),
+            settings.api_write_timeout,
+        );
         Self {
             recorder: kube::runtime::events::Recorder::new(client.clone(), reporter),
             client,
             services,
             waves: None,
+            writes,
+            backoff: backoff::Backoff::default(),
         }
     }
 }

@@ -14,13 +14,13 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
-        finalizer::{self, Event as Finalize},
         reflector::{ObjectRef, ReflectHandle},
     },
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{debug, info, warn};
 
+use super::finalizer::{self, Event as Finalize};
 use super::{Cache, Context, ErrorCategory, NotLeader, Services, Settings, Shutdown, Stats};
 use crate::analysis::{self, EffectiveAnalysis, EffectiveMetric};
 use crate::api::{CutoverPlan, CutoverPlanStatus, Metric, MetricStatus, MigrationWave};
@@ -37,7 +37,7 @@ pub const FINALIZER: &str = "switchyard.dev/rollback-waves";
 pub enum Error {
     /// Writing status failed.
     #[error("could not write the plan's status: {0}")]
-    Status(#[source] Box<kube::Error>),
+    Status(#[source] Box<crate::writes::WriteError>),
     /// Adding or removing the finalizer failed.
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<finalizer::Error<Error>>),
@@ -56,7 +56,7 @@ impl Error {
     /// A bounded category, for metrics labels and logs.
     pub fn category(&self) -> ErrorCategory {
         match self {
-            Error::Status(err) => ErrorCategory::of_api(err),
+            Error::Status(err) => ErrorCategory::of_write(err),
             Error::Finalizer(err) => ErrorCategory::of_finalizer(err, Error::category),
             Error::RollbackPending(_) => ErrorCategory::Waiting,
             Error::NoNamespace => ErrorCategory::InvalidSpec,
@@ -142,7 +142,8 @@ async fn reconcile(plan: Arc<CutoverPlan>, ctx: Arc<PlanContext>) -> Result<Acti
     Stats::bump(&ctx.inner.services.stats.reconciles);
     let namespace = plan.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<CutoverPlan> = Api::namespaced(ctx.inner.client.clone(), &namespace);
-    finalizer::finalizer(&api, FINALIZER, plan, |event| async {
+    let key = super::wave::backoff_key(&*plan);
+    let action = finalizer::finalizer(&api, &ctx.inner.writes, FINALIZER, plan, |event| async {
         match event {
             Finalize::Apply(plan) => apply(&plan, &ctx, false).await,
             Finalize::Cleanup(plan) => apply(&plan, &ctx, true).await,
@@ -152,7 +153,9 @@ async fn reconcile(plan: Arc<CutoverPlan>, ctx: Arc<PlanContext>) -> Result<Acti
     .map_err(|err| match err {
         finalizer::Error::CleanupFailed(Error::RollbackPending(n)) => Error::RollbackPending(n),
         other => Error::Finalizer(Box::new(other)),
-    })
+    })?;
+    ctx.inner.backoff.succeeded(&key);
+    Ok(action)
 }
 
 fn error_policy(plan: Arc<CutoverPlan>, error: &Error, ctx: Arc<PlanContext>) -> Action {
@@ -171,13 +174,19 @@ fn error_policy(plan: Arc<CutoverPlan>, error: &Error, ctx: Arc<PlanContext>) ->
         debug!(plan = %plan.name_any(), waves = n, "deletion waits for rollbacks");
         return Action::requeue(Duration::from_millis(500));
     }
-    if matches!(error, Error::Finalizer(err) if super::wave::is_finalizer_conflict(err)) {
-        debug!(plan = %plan.name_any(), error = %error, "conflict with a newer version; retrying");
-        return Action::requeue(Duration::from_millis(200));
+    let action = ctx.inner.retry(&super::wave::backoff_key(&*plan), category);
+    if category == ErrorCategory::Conflict {
+        // Decided from a version older than the plan's: decide again from a fresh one.
+        debug!(plan = %plan.name_any(), error = %error, "conflict with a newer version; deciding again");
+        return action;
     }
     ctx.inner.services.stats.error(error);
-    warn!(plan = %plan.name_any(), category = %category, error = %error, "plan reconcile failed");
-    Action::requeue(Duration::from_secs(3))
+    if category.is_permanent() {
+        warn!(plan = %plan.name_any(), category = %category, error = %error, "plan reconcile failed; waiting for the plan to change");
+    } else {
+        warn!(plan = %plan.name_any(), category = %category, error = %error, "plan reconcile failed; retrying with backoff");
+    }
+    action
 }
 
 async fn apply(plan: &CutoverPlan, ctx: &PlanContext, deleting: bool) -> Result<Action, Error> {

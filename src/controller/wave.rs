@@ -10,13 +10,13 @@ use kube::{
     runtime::{
         Controller,
         controller::Action,
-        finalizer::{self, Event as Finalize},
         reflector::{ObjectRef, ReflectHandle},
         watcher,
     },
 };
 use tracing::{debug, info, warn};
 
+use super::finalizer::{self, Event as Finalize};
 use super::{Cache, Context, ErrorCategory, NotLeader, Services, Settings, Shutdown, Stats};
 use crate::analysis;
 use crate::api::{CutoverPlan, MigrationWave, MigrationWaveStatus, WavePhase};
@@ -48,9 +48,9 @@ pub enum Error {
     /// Applying or removing routing failed.
     #[error("could not apply routing: {0}")]
     Routing(#[source] RoutingError),
-    /// Writing status failed.
+    /// Writing status (or compacting the action log) failed.
     #[error("could not write status: {0}")]
-    Status(#[source] Box<kube::Error>),
+    Status(#[source] Box<crate::writes::WriteError>),
     /// Adding or removing the finalizer failed.
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<finalizer::Error<Error>>),
@@ -62,30 +62,13 @@ pub enum Error {
     NotLeader(#[from] NotLeader),
 }
 
-/// Whether a finalizer change was refused because the object changed meanwhile (the
-/// JSON patch's `test` fails with 422, or the write conflicts with 409).
-pub(super) fn is_finalizer_conflict<E: std::error::Error + 'static>(
-    error: &finalizer::Error<E>,
-) -> bool {
-    let api = match error {
-        finalizer::Error::AddFinalizer(err) | finalizer::Error::RemoveFinalizer(err) => err,
-        _ => return false,
-    };
-    matches!(api, kube::Error::Api(status) if status.code == 422 || status.code == 409)
-}
-
 impl Error {
-    /// A conflict with a newer version of the object than the cached one.
-    pub fn is_stale_cache_conflict(&self) -> bool {
-        matches!(self, Error::Finalizer(err) if is_finalizer_conflict(err))
-    }
-
     /// A bounded category, for metrics labels and logs.
     pub fn category(&self) -> ErrorCategory {
         match self {
             Error::Observe { source, .. } => ErrorCategory::of_api(source),
             Error::Routing(err) => routing_category(err),
-            Error::Status(err) => ErrorCategory::of_api(err),
+            Error::Status(err) => ErrorCategory::of_write(err),
             Error::Finalizer(err) => ErrorCategory::of_finalizer(err, Error::category),
             Error::NoNamespace => ErrorCategory::InvalidSpec,
             Error::NotLeader(_) => ErrorCategory::NotLeader,
@@ -93,10 +76,24 @@ impl Error {
     }
 }
 
+/// The key of `object`'s failure count.
+pub(super) fn backoff_key(object: &impl Resource) -> String {
+    let meta = object.meta();
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    )
+}
+
 fn routing_category(error: &RoutingError) -> ErrorCategory {
     match error {
         RoutingError::Api { source, .. } => match ErrorCategory::of_api(source) {
             ErrorCategory::Conflict => ErrorCategory::Conflict,
+            _ => ErrorCategory::Routing,
+        },
+        RoutingError::Write { source, .. } => match ErrorCategory::of_write(source) {
+            category @ (ErrorCategory::Conflict | ErrorCategory::NotLeader) => category,
             _ => ErrorCategory::Routing,
         },
         RoutingError::NotOwned { .. } | RoutingError::Table { .. } => ErrorCategory::Routing,
@@ -301,14 +298,17 @@ async fn reconcile(wave: Arc<MigrationWave>, ctx: Arc<Context>) -> Result<Action
     Stats::bump(&ctx.services.stats.reconciles);
     let namespace = wave.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<MigrationWave> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer::finalizer(&api, FINALIZER, wave, |event| async {
+    let key = backoff_key(&*wave);
+    let action = finalizer::finalizer(&api, &ctx.writes, FINALIZER, wave, |event| async {
         match event {
             Finalize::Apply(wave) => apply(&wave, &ctx).await,
             Finalize::Cleanup(wave) => cleanup(&wave, &ctx).await,
         }
     })
     .await
-    .map_err(|err| Error::Finalizer(Box::new(err)))
+    .map_err(|err| Error::Finalizer(Box::new(err)))?;
+    ctx.backoff.succeeded(&key);
+    Ok(action)
 }
 
 fn error_policy(wave: Arc<MigrationWave>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -322,17 +322,21 @@ fn error_policy(wave: Arc<MigrationWave>, error: &Error, ctx: Arc<Context>) -> A
     ctx.services
         .metrics
         .reconcile_error(CONTROLLER, category.as_str());
-    if error.is_stale_cache_conflict() {
-        // The reconcile ran on a cached copy older than our own last write; the next
-        // one sees the write.
-        debug!(wave = %wave.name_any(), error = %error, "conflict with a newer version; retrying");
-        return Action::requeue(Duration::from_millis(200));
+    let permanent = category.is_permanent();
+    let action = ctx.retry(&backoff_key(&*wave), category);
+    if category == ErrorCategory::Conflict {
+        // Decided from a version older than the object's (a stale cache, or a write by
+        // someone else): the retry decides again from a fresh one.
+        debug!(wave = %wave.name_any(), error = %error, "conflict with a newer version; deciding again");
+        return action;
     }
     ctx.services.stats.error(error);
-    warn!(wave = %wave.name_any(), category = %category, error = %error, "reconcile failed");
-    // Spread retries so that many waves failing together do not retry in lockstep.
-    let jitter = u64::from(wave.name_any().bytes().fold(0u8, |a, b| a.wrapping_add(b))) % 2000;
-    Action::requeue(Duration::from_millis(3000 + jitter))
+    if permanent {
+        warn!(wave = %wave.name_any(), category = %category, error = %error, "reconcile failed; waiting for the wave or its plan to change");
+    } else {
+        warn!(wave = %wave.name_any(), category = %category, error = %error, "reconcile failed; retrying with backoff");
+    }
+    action
 }
 
 /// observe → decide → apply → record, for a wave that is not being deleted.
@@ -512,6 +516,14 @@ async fn observe(
         legacy_access: spec.legacy_access.clone(),
         router,
     };
+    // A plan that no router could carry out is a condition of the wave, which waits
+    // for the plan to change, not a routing failure retried forever.
+    if let Err(err) = crate::routing::check_legacy_access(&route) {
+        observations.problems.push(Problem::InvalidSpec {
+            message: err.to_string(),
+        });
+        return Ok((observations, None));
+    }
     Ok((observations, Some(route)))
 }
 
@@ -628,11 +640,13 @@ async fn route_as_decided(
         (RoutingIntent::Route(state), Some(route)) => match route.router {
             RouterConfig::GatewayApi { .. } => {
                 GatewayRouter::new(ctx.client.clone())
+                    .with_writes(ctx.writes.clone())
                     .apply(route, &state)
                     .await?
             }
             RouterConfig::ConfigMap { .. } => {
                 ConfigMapRouter::new(ctx.client.clone())
+                    .with_writes(ctx.writes.clone())
                     .apply(route, &state)
                     .await?
             }
@@ -642,27 +656,31 @@ async fn route_as_decided(
         (RoutingIntent::Remove, Some(route)) => match route.router {
             RouterConfig::GatewayApi { .. } => {
                 GatewayRouter::new(ctx.client.clone())
+                    .with_writes(ctx.writes.clone())
                     .remove(&route.namespace, &route.wave)
                     .await?
             }
             RouterConfig::ConfigMap { ref name } => {
                 ConfigMapRouter::new(ctx.client.clone())
+                    .with_writes(ctx.writes.clone())
                     .remove_from_table(&route.namespace, name, &route.wave)
                     .await?
             }
         },
-        (RoutingIntent::Remove, None) => remove_everywhere(wave, &ctx.client).await?,
+        (RoutingIntent::Remove, None) => remove_everywhere(wave, ctx).await?,
     })
 }
 
 /// Removes the wave's routing from every router; needs no plan.
-async fn remove_everywhere(wave: &MigrationWave, client: &Client) -> Result<Written, RoutingError> {
+async fn remove_everywhere(wave: &MigrationWave, ctx: &Context) -> Result<Written, RoutingError> {
     let namespace = wave.namespace().unwrap_or_default();
     let name = wave.name_any();
-    let gateway = GatewayRouter::new(client.clone())
+    let gateway = GatewayRouter::new(ctx.client.clone())
+        .with_writes(ctx.writes.clone())
         .remove(&namespace, &name)
         .await?;
-    let table = ConfigMapRouter::new(client.clone())
+    let table = ConfigMapRouter::new(ctx.client.clone())
+        .with_writes(ctx.writes.clone())
         .remove(&namespace, &name)
         .await?;
     Ok(
@@ -732,9 +750,7 @@ fn report(
 /// The wave is being deleted: remove its routing, then let the deletion finish.
 async fn cleanup(wave: &MigrationWave, ctx: &Context) -> Result<Action, Error> {
     ctx.ensure_leader()?;
-    let written = remove_everywhere(wave, &ctx.client)
-        .await
-        .map_err(Error::Routing)?;
+    let written = remove_everywhere(wave, ctx).await.map_err(Error::Routing)?;
     if written == Written::Changed {
         Stats::bump(&ctx.services.stats.routing_writes);
     }

@@ -17,7 +17,9 @@
 //! So each wave writes under its own manager, [`field_manager`]`(wave)` =
 //! `switchyard-wave-<wave>`, and applies only its own key (plus the shared labels).
 //! The API server merges the keys of the different managers, so concurrent waves never
-//! overwrite each other, with no read-modify-write and no retry on conflict. The labels
+//! overwrite each other. Each write still carries the resourceVersion of the table it
+//! was decided from (fencing, see [`crate::writes`]), so two waves writing at once may
+//! conflict; the one refused reads the table again and re-applies its own key. The labels
 //! are applied with equal values by every wave, so they are co-owned.
 //!
 //! Removing a wave's entry is an apply of the same labels and *no* data by that wave's
@@ -31,16 +33,17 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
     Api, Client,
-    api::{ListParams, Patch, PatchParams},
+    api::{ListParams, Patch, PatchParams, PostParams},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{
     MANAGED_BY, MANAGED_BY_LABEL, PLAN_LABEL, Router, RouterConfig, RoutingError, RoutingState,
-    WaveRoute, Written, check_legacy_access,
+    WaveRoute, Written, check_legacy_access, write_error,
 };
 use crate::api::{HeaderMatch, ServiceRef};
+use crate::writes::{Writes, precondition, resource, verb};
 
 /// The kind, for errors.
 const KIND: &str = "ConfigMap";
@@ -219,12 +222,22 @@ fn api_error(
 pub struct ConfigMapRouter {
     /// The client the router reads and writes ConfigMaps with.
     pub client: Client,
+    /// How it writes: within the leader's term, with a timeout.
+    pub writes: Writes,
 }
 
 impl ConfigMapRouter {
-    /// A router that uses `client`.
+    /// A router that uses `client`, and writes with a timeout but no leader's term.
     pub fn new(client: Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            writes: Writes::default(),
+        }
+    }
+
+    /// The same router, writing through `writes`.
+    pub fn with_writes(self, writes: Writes) -> Self {
+        Self { writes, ..self }
     }
 
     fn config_maps(&self, namespace: &str) -> Api<ConfigMap> {
@@ -279,15 +292,19 @@ impl ConfigMapRouter {
             })
             .map(|(key, value)| (key.clone(), value.clone()))
             .collect();
-        let intent = apply_intent(&name, namespace, &labels, None);
-        let after = api
-            .patch(
-                &name,
-                &PatchParams::apply(&field_manager(wave)).force(),
-                &Patch::Apply(&intent),
+        // On condition that the table is still the version read; so are the writes below.
+        let mut intent = apply_intent(&name, namespace, &labels, None);
+        precondition(&mut intent, table.metadata.resource_version.clone());
+        let params = PatchParams::apply(&field_manager(wave)).force();
+        let after = self
+            .writes
+            .send(
+                resource::CONFIG_MAPS,
+                verb::APPLY,
+                api.patch(&name, &params, &Patch::Apply(&intent)),
             )
             .await
-            .map_err(api_error("apply", namespace, &name))?;
+            .map_err(write_error(KIND, namespace, &name))?;
         let still_there = after
             .data
             .as_ref()
@@ -295,16 +312,20 @@ impl ConfigMapRouter {
         if still_there {
             // Another manager owns the key now. A merge patch with a null value removes
             // exactly that key and touches nothing else.
-            api.patch(
-                &name,
-                &PatchParams {
-                    field_manager: Some(field_manager(wave)),
-                    ..PatchParams::default()
-                },
-                &Patch::Merge(json!({ "data": { wave: null } })),
-            )
-            .await
-            .map_err(api_error("remove key from", namespace, &name))?;
+            let mut patch = json!({ "data": { wave: null } });
+            precondition(&mut patch, after.metadata.resource_version.clone());
+            let params = PatchParams {
+                field_manager: Some(field_manager(wave)),
+                ..PatchParams::default()
+            };
+            self.writes
+                .send(
+                    resource::CONFIG_MAPS,
+                    verb::PATCH,
+                    api.patch(&name, &params, &Patch::Merge(&patch)),
+                )
+                .await
+                .map_err(write_error(KIND, namespace, &name))?;
         }
         Ok(())
     }
@@ -327,28 +348,52 @@ impl Router for ConfigMapRouter {
             .get_opt(name)
             .await
             .map_err(api_error("get", namespace, name))?;
-        if let Some(existing) = existing {
-            check_owned(&existing, namespace, name)?;
-            // An entry that does not parse is rewritten, not reported.
-            let stored = existing
-                .data
-                .as_ref()
-                .and_then(|data| data.get(wave))
-                .and_then(|json| RoutingTableEntry::from_json(wave, json).ok());
-            if stored.as_ref() == Some(&entry) && has_labels(&existing, &labels) {
-                return Ok(Written::Unchanged);
-            }
-        }
-
         let json = entry.to_json(wave)?;
-        let intent = apply_intent(name, namespace, &labels, Some((wave, &json)));
-        api.patch(
-            name,
-            &PatchParams::apply(&field_manager(wave)).force(),
-            &Patch::Apply(&intent),
-        )
-        .await
-        .map_err(api_error("apply", namespace, name))?;
+        let mut intent = apply_intent(name, namespace, &labels, Some((wave, &json)));
+        let Some(existing) = existing else {
+            // Nothing to precondition: if another replica created the table meanwhile,
+            // the create fails with AlreadyExists, and the wave decides again.
+            let table: ConfigMap =
+                serde_json::from_value(intent).map_err(|source| RoutingError::Table {
+                    wave: wave.to_owned(),
+                    source,
+                })?;
+            let params = PostParams {
+                field_manager: Some(field_manager(wave)),
+                ..PostParams::default()
+            };
+            self.writes
+                .send(
+                    resource::CONFIG_MAPS,
+                    verb::CREATE,
+                    api.create(&params, &table),
+                )
+                .await
+                .map_err(write_error(KIND, namespace, name))?;
+            return Ok(Written::Changed);
+        };
+        check_owned(&existing, namespace, name)?;
+        // An entry that does not parse is rewritten, not reported.
+        let stored = existing
+            .data
+            .as_ref()
+            .and_then(|data| data.get(wave))
+            .and_then(|json| RoutingTableEntry::from_json(wave, json).ok());
+        if stored.as_ref() == Some(&entry) && has_labels(&existing, &labels) {
+            return Ok(Written::Unchanged);
+        }
+        // On condition that the table is the version just compared. Waves sharing the
+        // table may then conflict with one another; the loser decides again at once.
+        precondition(&mut intent, existing.metadata.resource_version.clone());
+        let params = PatchParams::apply(&field_manager(wave)).force();
+        self.writes
+            .send(
+                resource::CONFIG_MAPS,
+                verb::APPLY,
+                api.patch(name, &params, &Patch::Apply(&intent)),
+            )
+            .await
+            .map_err(write_error(KIND, namespace, name))?;
         Ok(Written::Changed)
     }
 

@@ -22,16 +22,17 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{
     Api, Client, CustomResource, Resource,
-    api::{DeleteParams, DynamicObject, Patch, PatchParams},
+    api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
     core::ApiResource,
 };
 use serde::{Deserialize, Serialize};
 
 use super::{
     FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, PLAN_LABEL, Router, RouterConfig, RoutingError,
-    RoutingState, WAVE_LABEL, WaveRoute, Written, check_legacy_access,
+    RoutingState, WAVE_LABEL, WaveRoute, Written, check_legacy_access, write_error,
 };
 use crate::api::{MigrationWave, ParentRef, ServiceRef};
+use crate::writes::{Writes, resource, verb};
 
 /// The kind, for errors.
 const KIND: &str = "HTTPRoute";
@@ -421,21 +422,27 @@ fn api_error(
     }
 }
 
-fn is_not_found(error: &kube::Error) -> bool {
-    matches!(error, kube::Error::Api(status) if status.is_not_found())
-}
-
 /// Routes cohorts with one Gateway API HTTPRoute per wave.
 #[derive(Clone)]
 pub struct GatewayRouter {
     /// The client the router reads and writes HTTPRoutes with.
     pub client: Client,
+    /// How it writes: within the leader's term, with a timeout.
+    pub writes: Writes,
 }
 
 impl GatewayRouter {
-    /// A router that uses `client`.
+    /// A router that uses `client`, and writes with a timeout but no leader's term.
     pub fn new(client: Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            writes: Writes::default(),
+        }
+    }
+
+    /// The same router, writing through `writes`.
+    pub fn with_writes(self, writes: Writes) -> Self {
+        Self { writes, ..self }
     }
 
     fn routes(&self, namespace: &str) -> Api<HTTPRoute> {
@@ -465,29 +472,52 @@ impl Router for GatewayRouter {
             .get_opt(&name)
             .await
             .map_err(api_error("get", namespace, &name))?;
-        if let Some(existing) = existing {
-            if !is_managed(&existing.metadata) {
-                return Err(RoutingError::NotOwned {
-                    kind: KIND,
-                    namespace: namespace.to_owned(),
-                    name,
-                    label: MANAGED_BY_LABEL,
-                    value: MANAGED_BY,
-                });
-            }
-            if is_settled(&existing, &desired) {
-                return Ok(Written::Unchanged);
-            }
+        let Some(existing) = existing else {
+            // Nothing to precondition: if another replica created the route meanwhile,
+            // the create fails with AlreadyExists (a conflict), and the wave decides
+            // again from what is there.
+            self.writes
+                .send(
+                    resource::HTTP_ROUTES,
+                    verb::CREATE,
+                    self.routes(namespace).create(
+                        &PostParams {
+                            field_manager: Some(FIELD_MANAGER.to_owned()),
+                            ..PostParams::default()
+                        },
+                        &desired,
+                    ),
+                )
+                .await
+                .map_err(write_error(KIND, namespace, &name))?;
+            return Ok(Written::Changed);
+        };
+        if !is_managed(&existing.metadata) {
+            return Err(RoutingError::NotOwned {
+                kind: KIND,
+                namespace: namespace.to_owned(),
+                name,
+                label: MANAGED_BY_LABEL,
+                value: MANAGED_BY,
+            });
         }
-
-        self.routes(namespace)
-            .patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&desired),
+        if is_settled(&existing, &desired) {
+            return Ok(Written::Unchanged);
+        }
+        // On condition that the route is still the version just compared: a replica
+        // that lost the Lease cannot overwrite its successor's route.
+        let mut desired = desired;
+        desired.metadata.resource_version = existing.metadata.resource_version.clone();
+        let api = self.routes(namespace);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        self.writes
+            .send(
+                resource::HTTP_ROUTES,
+                verb::APPLY,
+                api.patch(&name, &params, &Patch::Apply(&desired)),
             )
             .await
-            .map_err(api_error("apply", namespace, &name))?;
+            .map_err(write_error(KIND, namespace, &name))?;
         Ok(Written::Changed)
     }
 
@@ -517,17 +547,27 @@ impl Router for GatewayRouter {
         if !ours {
             return Ok(Written::Unchanged);
         }
+        // Exactly the route read: neither a new one of the same name, nor one changed
+        // since (by a newer leader).
         let params = DeleteParams {
-            preconditions: found.metadata.uid.map(|uid| kube::api::Preconditions {
-                uid: Some(uid),
-                resource_version: None,
+            preconditions: Some(kube::api::Preconditions {
+                uid: found.metadata.uid,
+                resource_version: found.metadata.resource_version,
             }),
             ..DeleteParams::default()
         };
-        match api.delete(&name, &params).await {
+        match self
+            .writes
+            .send(
+                resource::HTTP_ROUTES,
+                verb::DELETE,
+                api.delete(&name, &params),
+            )
+            .await
+        {
             Ok(_) => Ok(Written::Changed),
-            Err(error) if is_not_found(&error) => Ok(Written::Unchanged),
-            Err(error) => Err(api_error("delete", namespace, &name)(error)),
+            Err(error) if error.is_not_found() => Ok(Written::Unchanged),
+            Err(error) => Err(write_error(KIND, namespace, &name)(error)),
         }
     }
 }

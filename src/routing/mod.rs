@@ -81,6 +81,23 @@ pub struct WaveRoute {
     pub router: RouterConfig,
 }
 
+/// How a router's writes are made: through [`crate::writes::Writes`], named for the
+/// error of a failed one.
+pub(crate) fn write_error(
+    kind: &'static str,
+    namespace: &str,
+    name: &str,
+) -> impl FnOnce(crate::writes::WriteError) -> RoutingError {
+    let namespace = namespace.to_owned();
+    let name = name.to_owned();
+    move |source| RoutingError::Write {
+        kind,
+        namespace,
+        name,
+        source: Box::new(source),
+    }
+}
+
 /// Whether a router call changed anything in the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Written {
@@ -103,6 +120,15 @@ pub enum RoutingError {
         /// Boxed: `kube::Error` is large, and every `Result` carrying this error would be.
         #[source]
         source: Box<kube::Error>,
+    },
+    /// A write was refused, failed, timed out or not started (see [`crate::writes`]).
+    #[error("write {kind} {namespace}/{name}: {source}")]
+    Write {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: Box<crate::writes::WriteError>,
     },
     /// An object with the route's name exists but is not Switchyard's (it lacks the
     /// label `label` = `value`); it is left alone. Switchyard takes over no object it did
@@ -145,8 +171,9 @@ pub enum RoutingError {
 
 /// Refuses a plan whose legacy-access header is one of the cohort headers (compared
 /// without case, as HTTP does). Checked whatever the state, so that the plan is fixed
-/// before a migration starts rather than at its dual-access step.
-fn check_legacy_access(route: &WaveRoute) -> Result<(), RoutingError> {
+/// before a migration starts rather than at its dual-access step; the controller checks
+/// it while observing, so that it shows as the wave's condition.
+pub fn check_legacy_access(route: &WaveRoute) -> Result<(), RoutingError> {
     match &route.legacy_access {
         Some(access)
             if route
