@@ -9,6 +9,8 @@ mod admission_guard;
 mod caches;
 mod compaction;
 mod errors;
+mod lane;
+mod lane_trace;
 pub mod plan;
 pub mod wave;
 
@@ -226,6 +228,8 @@ pub struct Context {
     /// The wave controller's cache of waves, where it checks that no two waves of a
     /// plan share a cohort. None in the plan controller.
     pub(crate) waves: Option<Cache<crate::api::MigrationWave>>,
+    /// One lock per wave, shared by the wave controller and the alert lane.
+    pub(crate) locks: Arc<lane::WaveLocks>,
 }
 
 impl Context {
@@ -321,6 +325,7 @@ impl Context {
             client,
             services,
             waves: None,
+            locks: Arc::default(),
         }
     }
 }

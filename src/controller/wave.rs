@@ -133,27 +133,21 @@ pub(crate) async fn run(
     let store = waves.store();
     let controller = Controller::for_shared_stream(changes, store.clone())
         .with_config(settings.controller_config());
-    let alert_store = store.clone();
-    // An alert that fires, resolves or expires wakes the waves it acts on at once, not
-    // at their next requeue.
-    let woken_by_alerts = alerts.flat_map(move |batch| {
-        let waves: Vec<ObjectRef<MigrationWave>> = alert_store
-            .state()
-            .into_iter()
-            .filter(|wave| {
-                let namespace = wave.metadata.namespace.as_deref().unwrap_or_default();
-                wave.spec.alerts.as_ref().is_some_and(|spec| {
-                    batch
-                        .iter()
-                        .any(|alert| crate::alerts::acts_on(spec, namespace, alert))
-                })
-            })
-            .map(|wave| ObjectRef::from_obj(&*wave))
-            .collect();
-        futures::stream::iter(waves)
+    // An alert that fires, resolves or expires: the alert lane reconciles the waves it
+    // acts on at once; what the lane cannot take comes to this controller's queue.
+    let (to_controller, from_lane) = tokio::sync::mpsc::unbounded_channel();
+    let lane = super::lane::run(
+        alerts,
+        store.clone(),
+        context.clone(),
+        context.locks.clone(),
+        to_controller,
+    );
+    let from_lane = futures::stream::unfold(from_lane, |mut from_lane| async move {
+        from_lane.recv().await.map(|wave| (wave, from_lane))
     });
     let mut controller = controller
-        .reconcile_on(woken_by_alerts)
+        .reconcile_on(from_lane)
         // A replica that becomes the leader reconciles every wave: as a standby it
         // left them all to the leader.
         .reconcile_all_on(gained)
@@ -167,7 +161,7 @@ pub(crate) async fn run(
             watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
         );
     }
-    controller
+    let running = controller
         .watches(plans, watcher::Config::default(), {
             let plan_changes = std::sync::Mutex::new(PlanChanges::default());
             move |plan| {
@@ -204,8 +198,13 @@ pub(crate) async fn run(
             }
         })
         .run(reconcile, error_policy, context)
-        .for_each(|outcome| async move { super::log_outcome(CONTROLLER, outcome) })
-        .await;
+        .for_each(|outcome| async move { super::log_outcome(CONTROLLER, outcome) });
+    // The lane ends with the alert store's wake-ups, which outlive the controller: it
+    // stops with the controller.
+    tokio::select! {
+        () = running => {}
+        () = lane => {}
+    }
 }
 
 /// Which waves a plan's change concerns.
@@ -286,7 +285,53 @@ where
     }
 }
 
+/// The controller's reconcile: under the wave's lock, which the alert lane takes too.
 async fn reconcile(wave: Arc<MigrationWave>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let reference = ObjectRef::from_obj(&*wave);
+    let _guard = ctx.locks.lock(&reference).await;
+    // The lane wrote this wave meanwhile: the cached copy may predate that write.
+    let wave = if ctx.locks.take_lane_write(&reference) {
+        match super::lane::read_fresh(&ctx, &reference).await {
+            Ok(Some(fresh)) => Arc::new(fresh),
+            Ok(None) => return Ok(Action::await_change()),
+            Err(source) => {
+                return Err(Error::Observe {
+                    what: format!("MigrationWave {}", reference.name),
+                    source: Box::new(source),
+                });
+            }
+        }
+    } else {
+        wave
+    };
+    reconcile_locked(wave, ctx).await
+}
+
+/// observe → decide → apply → record for one wave, whose lock the caller holds.
+pub(super) async fn reconcile_locked(
+    wave: Arc<MigrationWave>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let name = wave.name_any();
+    let woken = super::lane_trace::started(&name);
+    let begun = std::time::Instant::now();
+    let in_flight = super::lane_trace::IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let result = reconcile_traced(wave, ctx).await;
+    super::lane_trace::IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some((at, in_flight_at_wake)) = woken {
+        super::lane_trace::done(
+            &name,
+            format!(
+                "queued_ms={:.1} in_flight_at_wake={in_flight_at_wake} in_flight_at_start={in_flight} reconcile_ms={:.1}",
+                begun.duration_since(at).as_secs_f64() * 1e3,
+                begun.elapsed().as_secs_f64() * 1e3,
+            ),
+        );
+    }
+    result
+}
+
+async fn reconcile_traced(wave: Arc<MigrationWave>, ctx: Arc<Context>) -> Result<Action, Error> {
     if !ctx.is_leader() {
         // A standby keeps its cache warm and leaves the wave to the leader; when it
         // becomes the leader, it reconciles every wave again.
@@ -338,12 +383,25 @@ fn error_policy(wave: Arc<MigrationWave>, error: &Error, ctx: Arc<Context>) -> A
 /// observe → decide → apply → record, for a wave that is not being deleted.
 async fn apply(wave: &MigrationWave, ctx: &Context) -> Result<Action, Error> {
     let now = Timestamp::now();
+    let t0 = std::time::Instant::now();
     let (observations, route) = observe(wave, ctx, now).await?;
+    let t_observe = t0.elapsed();
     let status = wave.status.clone().unwrap_or_default();
     let decision = engine::decide(&wave.spec, &status, &observations, now);
 
     let mut recorded = decision.status.clone();
-    if let Err(err) = apply_routing(&decision, route.as_ref(), wave, ctx).await {
+    let t1 = std::time::Instant::now();
+    let routed = apply_routing(&decision, route.as_ref(), wave, ctx).await;
+    if super::lane_trace::traced(&wave.name_any()) {
+        eprintln!(
+            "ALERT_TRACE_PHASE wave={} observe_ms={:.1} routing_ms={:.1} phase={:?}",
+            wave.name_any(),
+            t_observe.as_secs_f64() * 1e3,
+            t1.elapsed().as_secs_f64() * 1e3,
+            recorded.phase
+        );
+    }
+    if let Err(err) = routed {
         // A rollback that could not be carried out yet shows as RollingBack, so nobody
         // mistakes it for done; the retry goes on with backoff.
         if recorded.phase == WavePhase::RolledBack {
@@ -398,6 +456,10 @@ async fn observe(
             .services
             .alerts
             .in_scope(wave.spec.alerts.as_ref(), &namespace),
+        alert_state: ctx
+            .services
+            .alerts
+            .state_for(ctx.services.leadership.term()),
         authority: Authority {
             admission: ctx.services.admission.current(),
             plan: None,
@@ -455,11 +517,15 @@ async fn observe(
     if has_quiet && let Some(maintenance) = &spec.maintenance {
         backends.push(("maintenance", &maintenance.service));
     }
-    for (role, service) in backends {
-        let found = services
-            .get_metadata_opt(&service.name)
-            .await
-            .map_err(read(format!("Service {namespace}/{}", service.name)))?;
+    // Read together: on an alert's path every round trip counts.
+    let found = futures::future::join_all(
+        backends
+            .iter()
+            .map(|(_, service)| services.get_metadata_opt(&service.name)),
+    )
+    .await;
+    for ((role, service), found) in backends.into_iter().zip(found) {
+        let found = found.map_err(read(format!("Service {namespace}/{}", service.name)))?;
         if found.is_none() {
             problems.push(Problem::BackendNotFound {
                 role,
@@ -684,9 +750,17 @@ async fn record(
 ) -> Result<(), Error> {
     if after != before {
         ctx.ensure_leader()?;
+        let t = std::time::Instant::now();
         ctx.apply_status(wave, after)
             .await
             .map_err(|err| Error::Status(Box::new(err)))?;
+        if super::lane_trace::traced(&wave.name_any()) {
+            eprintln!(
+                "ALERT_TRACE_STATUS wave={} status_write_ms={:.1}",
+                wave.name_any(),
+                t.elapsed().as_secs_f64() * 1e3
+            );
+        }
         if after.phase != before.phase {
             info!(wave = %wave.name_any(), from = ?before.phase, to = ?after.phase, "phase changed");
         }
