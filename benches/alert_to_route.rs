@@ -83,7 +83,9 @@ async fn bench(plane: &ControlPlane) {
                 "target": {"service": {"name": "orchestration", "port": 8080}},
                 "routing": {"gatewayAPI": {"parentRefs": [{"name": "public"}]}},
                 "cohortKeys": {"team": {"header": "x-team"}},
-                "waves": waves, "maxConcurrentWaves": 64
+                "waves": waves, "maxConcurrentWaves": 64,
+                // The sampled waves roll back while the others go on.
+                "onWaveFailure": "RollbackWave"
             }
         }))
         .unwrap();
