@@ -8,7 +8,11 @@
 //! wave right away, on a few slots of its own.
 //!
 //! - One reconcile per wave at a time: the lane and the controller take the wave's
-//!   [`WaveLocks`] entry around every reconcile.
+//!   [`WaveLocks`] entry around every reconcile. A routine reconcile of the wave that
+//!   holds it when an alert comes stops at its next check, before any further write
+//!   (its observing is abandoned, a write in flight is finished), and requeues: so the
+//!   lane waits for at most one API call, not for a reconcile slowed by a busy API
+//!   server.
 //! - Fresh reads: the lane reads the wave from the API server, not from the cache, which
 //!   may not show the controller's last write yet; and the controller's next reconcile
 //!   of a wave the lane wrote reads it afresh too, for the same reason.
@@ -19,12 +23,15 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use futures::{Stream, StreamExt};
 use kube::{Api, runtime::reflector::ObjectRef};
-use tokio::sync::{OwnedMutexGuard, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedMutexGuard, Semaphore, mpsc};
 use tracing::debug;
 
 use super::Context;
@@ -47,26 +54,56 @@ fn key_of(wave: &ObjectRef<MigrationWave>) -> Key {
 /// reconciled by both at once. Entries live only while someone holds or waits for them.
 #[derive(Default)]
 pub struct WaveLocks {
-    locks: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    locks: Mutex<HashMap<Key, Arc<Entry>>>,
     /// Waves the lane wrote since the controller last reconciled them.
     written_by_lane: Mutex<HashSet<Key>>,
+}
+
+/// One wave's lock, and the lane's request that whoever holds it yield.
+#[derive(Default)]
+struct Entry {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    /// The lane waits for this wave: a routine reconcile stops at its next check.
+    wanted: AtomicBool,
+    wanted_now: Notify,
 }
 
 /// A held [`WaveLocks`] entry; released on drop.
 pub struct WaveGuard {
     locks: Arc<WaveLocks>,
     key: Key,
+    entry: Arc<Entry>,
     guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl WaveGuard {
+    /// Whether the alert lane waits for this wave: a routine reconcile should stop
+    /// before its next write and let the lane decide on the alert.
+    pub fn yield_requested(&self) -> bool {
+        self.entry.wanted.load(Ordering::Acquire)
+    }
+
+    /// Resolves when the alert lane asks for this wave. Only for steps that write
+    /// nothing (observing), which may be abandoned at any point.
+    pub async fn yield_requested_now(&self) {
+        let notified = self.entry.wanted_now.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.yield_requested() {
+            return;
+        }
+        notified.await;
+    }
 }
 
 impl Drop for WaveGuard {
     fn drop(&mut self) {
         drop(self.guard.take());
         let mut locks = self.locks.locks.lock().unwrap_or_else(|e| e.into_inner());
-        // Only the map holds it now: nobody waits for this wave.
+        // Only the map and this guard hold it now: nobody waits for this wave.
         if locks
             .get(&self.key)
-            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+            .is_some_and(|entry| Arc::strong_count(entry) == 2)
         {
             locks.remove(&self.key);
         }
@@ -74,20 +111,42 @@ impl Drop for WaveGuard {
 }
 
 impl WaveLocks {
-    /// Waits for the wave's lock.
-    pub async fn lock(self: &Arc<Self>, wave: &ObjectRef<MigrationWave>) -> WaveGuard {
-        let key = key_of(wave);
-        let lock = self
-            .locks
+    fn entry(&self, key: &Key) -> Arc<Entry> {
+        self.locks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(key.clone())
             .or_default()
-            .clone();
-        let guard = lock.lock_owned().await;
+            .clone()
+    }
+
+    /// Waits for the wave's lock (the controller's way).
+    pub async fn lock(self: &Arc<Self>, wave: &ObjectRef<MigrationWave>) -> WaveGuard {
+        let key = key_of(wave);
+        let entry = self.entry(&key);
+        let guard = entry.lock.clone().lock_owned().await;
         WaveGuard {
             locks: self.clone(),
             key,
+            entry,
+            guard: Some(guard),
+        }
+    }
+
+    /// Takes the wave's lock for the alert lane: a routine reconcile that holds it is
+    /// asked to stop before its next write (it writes nothing more and requeues), so the
+    /// lane waits for at most one API call, not for a whole reconcile.
+    pub async fn lock_for_alert(self: &Arc<Self>, wave: &ObjectRef<MigrationWave>) -> WaveGuard {
+        let key = key_of(wave);
+        let entry = self.entry(&key);
+        entry.wanted.store(true, Ordering::Release);
+        entry.wanted_now.notify_waiters();
+        let guard = entry.lock.clone().lock_owned().await;
+        entry.wanted.store(false, Ordering::Release);
+        WaveGuard {
+            locks: self.clone(),
+            key,
+            entry,
             guard: Some(guard),
         }
     }
@@ -175,7 +234,7 @@ async fn reconcile_now(
         // The controller waits for its cache and retries.
         return false;
     }
-    let _guard = locks.lock(reference).await;
+    let guard = locks.lock_for_alert(reference).await;
     let wave = match read_fresh(ctx, reference).await {
         Ok(Some(wave)) => wave,
         Ok(None) => return true,
@@ -185,7 +244,7 @@ async fn reconcile_now(
         }
     };
     locks.written_by_lane().insert(key_of(reference));
-    match super::wave::reconcile_locked(Arc::new(wave), ctx.clone()).await {
+    match super::wave::reconcile_locked(Arc::new(wave), ctx.clone(), &guard).await {
         Ok(_) => true,
         Err(err) => {
             debug!(wave = %reference.name, error = %err, "alert lane: the reconcile failed; the controller retries it with backoff");
@@ -218,5 +277,30 @@ mod tests {
             .expect("the waiter gets the lock once it is released")
             .unwrap();
         assert_eq!(locks.held(), 0, "no entry outlives its holders");
+    }
+
+    #[tokio::test]
+    async fn the_lane_asks_a_routine_holder_to_yield() {
+        let locks = Arc::new(WaveLocks::default());
+        let wave = ObjectRef::<MigrationWave>::new("w").within("ns");
+        let routine = locks.lock(&wave).await;
+        assert!(!routine.yield_requested());
+        let lane = tokio::spawn({
+            let (locks, wave) = (locks.clone(), wave.clone());
+            async move { locks.lock_for_alert(&wave).await.yield_requested() }
+        });
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            routine.yield_requested_now(),
+        )
+        .await
+        .expect("the routine holder is told at once");
+        assert!(routine.yield_requested());
+        drop(routine);
+        assert!(
+            !lane.await.unwrap(),
+            "the lane itself is not asked to yield"
+        );
+        assert_eq!(locks.held(), 0);
     }
 }

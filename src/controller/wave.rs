@@ -35,6 +35,10 @@ pub const FINALIZER: &str = "switchyard.dev/routing-cleanup";
 /// watched (that would mean watching every Service in the cluster).
 const MISSING_BACKEND_POLL: Duration = Duration::from_secs(10);
 
+/// When a reconcile that yielded to the alert lane looks again (the lane's write wakes
+/// it sooner, through the watch).
+const YIELDED_REQUEUE: Duration = Duration::from_secs(1);
+
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -288,7 +292,7 @@ where
 /// The controller's reconcile: under the wave's lock, which the alert lane takes too.
 async fn reconcile(wave: Arc<MigrationWave>, ctx: Arc<Context>) -> Result<Action, Error> {
     let reference = ObjectRef::from_obj(&*wave);
-    let _guard = ctx.locks.lock(&reference).await;
+    let guard = ctx.locks.lock(&reference).await;
     // The lane wrote this wave meanwhile: the cached copy may predate that write.
     let wave = if ctx.locks.take_lane_write(&reference) {
         match super::lane::read_fresh(&ctx, &reference).await {
@@ -304,19 +308,20 @@ async fn reconcile(wave: Arc<MigrationWave>, ctx: Arc<Context>) -> Result<Action
     } else {
         wave
     };
-    reconcile_locked(wave, ctx).await
+    reconcile_locked(wave, ctx, &guard).await
 }
 
 /// observe → decide → apply → record for one wave, whose lock the caller holds.
 pub(super) async fn reconcile_locked(
     wave: Arc<MigrationWave>,
     ctx: Arc<Context>,
+    guard: &super::lane::WaveGuard,
 ) -> Result<Action, Error> {
     let name = wave.name_any();
     let woken = super::lane_trace::started(&name);
     let begun = std::time::Instant::now();
     let in_flight = super::lane_trace::IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let result = reconcile_traced(wave, ctx).await;
+    let result = reconcile_traced(wave, ctx, guard).await;
     super::lane_trace::IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     if let Some((at, in_flight_at_wake)) = woken {
         super::lane_trace::done(
@@ -331,7 +336,11 @@ pub(super) async fn reconcile_locked(
     result
 }
 
-async fn reconcile_traced(wave: Arc<MigrationWave>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile_traced(
+    wave: Arc<MigrationWave>,
+    ctx: Arc<Context>,
+    guard: &super::lane::WaveGuard,
+) -> Result<Action, Error> {
     if !ctx.is_leader() {
         // A standby keeps its cache warm and leaves the wave to the leader; when it
         // becomes the leader, it reconciles every wave again.
@@ -348,7 +357,7 @@ async fn reconcile_traced(wave: Arc<MigrationWave>, ctx: Arc<Context>) -> Result
     let api: Api<MigrationWave> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer::finalizer(&api, FINALIZER, wave, |event| async {
         match event {
-            Finalize::Apply(wave) => apply(&wave, &ctx).await,
+            Finalize::Apply(wave) => apply(&wave, &ctx, guard).await,
             Finalize::Cleanup(wave) => cleanup(&wave, &ctx).await,
         }
     })
@@ -381,10 +390,24 @@ fn error_policy(wave: Arc<MigrationWave>, error: &Error, ctx: Arc<Context>) -> A
 }
 
 /// observe → decide → apply → record, for a wave that is not being deleted.
-async fn apply(wave: &MigrationWave, ctx: &Context) -> Result<Action, Error> {
+async fn apply(
+    wave: &MigrationWave,
+    ctx: &Context,
+    guard: &super::lane::WaveGuard,
+) -> Result<Action, Error> {
     let now = Timestamp::now();
     let t0 = std::time::Instant::now();
-    let (observations, route) = observe(wave, ctx, now).await?;
+    // An alert for this wave came in: the lane decides on it, with fresh observations.
+    // Observing writes nothing, so it is abandoned; nothing is written after it either.
+    let yielded = || Ok(Action::requeue(YIELDED_REQUEUE));
+    let (observations, route) = tokio::select! {
+        biased;
+        () = guard.yield_requested_now() => return yielded(),
+        observed = observe(wave, ctx, now) => observed?,
+    };
+    if guard.yield_requested() {
+        return yielded();
+    }
     let t_observe = t0.elapsed();
     let status = wave.status.clone().unwrap_or_default();
     let decision = engine::decide(&wave.spec, &status, &observations, now);
