@@ -201,7 +201,6 @@ pub(super) async fn run(
         });
         for wave in woken {
             let reference = ObjectRef::from_obj(&*wave);
-            super::lane_trace::woken(&reference.name);
             let slot = match &wake {
                 Wake::Alerts(_) => slots.clone().try_acquire_owned().ok(),
                 Wake::All => None,

@@ -10,7 +10,6 @@ mod caches;
 mod compaction;
 mod errors;
 mod lane;
-mod lane_trace;
 pub mod plan;
 pub mod wave;
 

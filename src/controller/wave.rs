@@ -317,30 +317,6 @@ pub(super) async fn reconcile_locked(
     ctx: Arc<Context>,
     guard: &super::lane::WaveGuard,
 ) -> Result<Action, Error> {
-    let name = wave.name_any();
-    let woken = super::lane_trace::started(&name);
-    let begun = std::time::Instant::now();
-    let in_flight = super::lane_trace::IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let result = reconcile_traced(wave, ctx, guard).await;
-    super::lane_trace::IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    if let Some((at, in_flight_at_wake)) = woken {
-        super::lane_trace::done(
-            &name,
-            format!(
-                "queued_ms={:.1} in_flight_at_wake={in_flight_at_wake} in_flight_at_start={in_flight} reconcile_ms={:.1}",
-                begun.duration_since(at).as_secs_f64() * 1e3,
-                begun.elapsed().as_secs_f64() * 1e3,
-            ),
-        );
-    }
-    result
-}
-
-async fn reconcile_traced(
-    wave: Arc<MigrationWave>,
-    ctx: Arc<Context>,
-    guard: &super::lane::WaveGuard,
-) -> Result<Action, Error> {
     if !ctx.is_leader() {
         // A standby keeps its cache warm and leaves the wave to the leader; when it
         // becomes the leader, it reconciles every wave again.
@@ -396,7 +372,6 @@ async fn apply(
     guard: &super::lane::WaveGuard,
 ) -> Result<Action, Error> {
     let now = Timestamp::now();
-    let t0 = std::time::Instant::now();
     // An alert for this wave came in: the lane decides on it, with fresh observations.
     // Observing writes nothing, so it is abandoned; nothing is written after it either.
     let yielded = || Ok(Action::requeue(YIELDED_REQUEUE));
@@ -408,23 +383,11 @@ async fn apply(
     if guard.yield_requested() {
         return yielded();
     }
-    let t_observe = t0.elapsed();
     let status = wave.status.clone().unwrap_or_default();
     let decision = engine::decide(&wave.spec, &status, &observations, now);
 
     let mut recorded = decision.status.clone();
-    let t1 = std::time::Instant::now();
-    let routed = apply_routing(&decision, route.as_ref(), wave, ctx).await;
-    if super::lane_trace::traced(&wave.name_any()) {
-        eprintln!(
-            "ALERT_TRACE_PHASE wave={} observe_ms={:.1} routing_ms={:.1} phase={:?}",
-            wave.name_any(),
-            t_observe.as_secs_f64() * 1e3,
-            t1.elapsed().as_secs_f64() * 1e3,
-            recorded.phase
-        );
-    }
-    if let Err(err) = routed {
+    if let Err(err) = apply_routing(&decision, route.as_ref(), wave, ctx).await {
         // A rollback that could not be carried out yet shows as RollingBack, so nobody
         // mistakes it for done; the retry goes on with backoff.
         if recorded.phase == WavePhase::RolledBack {
@@ -773,17 +736,9 @@ async fn record(
 ) -> Result<(), Error> {
     if after != before {
         ctx.ensure_leader()?;
-        let t = std::time::Instant::now();
         ctx.apply_status(wave, after)
             .await
             .map_err(|err| Error::Status(Box::new(err)))?;
-        if super::lane_trace::traced(&wave.name_any()) {
-            eprintln!(
-                "ALERT_TRACE_STATUS wave={} status_write_ms={:.1}",
-                wave.name_any(),
-                t.elapsed().as_secs_f64() * 1e3
-            );
-        }
         if after.phase != before.phase {
             info!(wave = %wave.name_any(), from = ?before.phase, to = ?after.phase, "phase changed");
         }
