@@ -14,7 +14,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicI64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -83,6 +83,8 @@ struct Inner {
     valid_until_ms: AtomicI64,
     /// The published state, for those who react to changes.
     published: watch::Sender<bool>,
+    /// How many times the published state became "leading".
+    terms: AtomicU64,
 }
 
 impl std::fmt::Debug for Leadership {
@@ -119,6 +121,7 @@ impl Leadership {
                 holder: AtomicBool::new(false),
                 valid_until_ms: AtomicI64::new(0),
                 published: watch::channel(!elected).0,
+                terms: AtomicU64::new(0),
             }),
         }
     }
@@ -153,6 +156,15 @@ impl Leadership {
     /// [`is_leader`](Self::is_leader) does.
     pub fn subscribe(&self) -> watch::Receiver<bool> {
         self.inner.published.subscribe()
+    }
+
+    /// The current leadership term, while the published state is "leading": a number
+    /// that changes each time this replica becomes the leader (0 without election).
+    /// What was true for one term (such as the set of firing alerts, see
+    /// `alerts::rebuild`) must be established again for the next.
+    pub fn term(&self) -> Option<u64> {
+        let published = self.inner.published.borrow();
+        (*published).then(|| self.inner.terms.load(Ordering::Acquire))
     }
 
     /// One item each time this replica becomes the leader (not for the state it is in
@@ -201,6 +213,10 @@ impl Leadership {
         let leading = self.is_leader();
         self.inner.published.send_if_modified(|published| {
             let changed = *published != leading;
+            if changed && leading {
+                // Under the channel's lock: whoever sees "leading" sees the new term.
+                self.inner.terms.fetch_add(1, Ordering::AcqRel);
+            }
             *published = leading;
             changed
         });
@@ -568,6 +584,38 @@ mod tests {
         leadership.step_down();
         assert!(!leadership.is_leader());
         assert!(!*leadership.subscribe().borrow());
+    }
+
+    #[test]
+    fn each_published_gain_starts_a_new_term() {
+        let s = settings(4);
+        assert_eq!(
+            Leadership::always().term(),
+            Some(0),
+            "one replica: one term"
+        );
+        let leadership = Leadership::elected();
+        assert_eq!(leadership.term(), None, "a standby has no term");
+        leadership.set_holder(true);
+        leadership.observe(&lease("me", Duration::ZERO, 4), &s);
+        assert_eq!(
+            leadership.term(),
+            None,
+            "leading, but not published yet: what the term needs is not ready"
+        );
+        leadership.publish();
+        let first = leadership.term().expect("leading");
+        leadership.publish();
+        assert_eq!(leadership.term(), Some(first), "a renewal is the same term");
+        leadership.step_down();
+        assert_eq!(leadership.term(), None);
+        leadership.set_holder(true);
+        leadership.observe(&lease("me", Duration::ZERO, 4), &s);
+        leadership.publish();
+        assert!(
+            leadership.term() > Some(first),
+            "taking over again is a new term"
+        );
     }
 
     #[tokio::test]

@@ -222,6 +222,17 @@ pub struct RunOptions {
         value_parser = parse_positive_duration
     )]
     pub receiver_alert_ttl: Duration,
+    /// Alertmanager's base URL, e.g. http://alertmanager:9093. Webhooks reach the leader
+    /// only, so at each takeover (and at start) the leader reads the firing alerts from
+    /// Alertmanager's API (`GET /api/v2/alerts`: active, not silenced, not inhibited).
+    /// Until that read has worked, waves with `alerts` make no forward move (condition
+    /// Progressing, reason AlertsUnknown); rollbacks and pauses still happen. Without
+    /// it, a new leader knows only the notifications it receives itself.
+    #[arg(long, env = "SWITCHYARD_ALERTMANAGER_URL")]
+    pub alertmanager_url: Option<String>,
+    /// How long one read of Alertmanager's alerts may take.
+    #[arg(long, env = "SWITCHYARD_ALERTMANAGER_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
+    pub alertmanager_timeout: Duration,
     /// At most this many reconciles at once, in each controller and namespace. Every
     /// reconcile reads from the API server; more run the API server harder.
     #[arg(
@@ -389,6 +400,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     ReceiverToken(#[from] TokenError),
+    #[error(transparent)]
+    Alertmanager(#[from] crate::alerts::rebuild::SetupError),
     #[error("the receiver's TLS certificate: {0}")]
     ReceiverTls(#[from] TlsError),
     #[error(
@@ -432,7 +445,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             Analyzer::new(prometheus(&options)?, options.prometheus_max_concurrent)
                 .with_metrics(metrics.clone()),
         ),
-        alerts: Arc::new(AlertStore::new(options.store_limits())),
+        alerts: Arc::new(match &options.alertmanager_url {
+            Some(_) => AlertStore::new(options.store_limits()).rebuilt_at_takeover(),
+            None => AlertStore::new(options.store_limits()),
+        }),
         metrics: metrics.clone(),
         leadership: leadership.clone(),
         readiness: Arc::new(Readiness::default()),
@@ -517,6 +533,23 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         )));
     }
     tokio::spawn(report_leadership(leadership.clone(), metrics.clone()));
+    match &options.alertmanager_url {
+        Some(url) => {
+            let api =
+                crate::alerts::rebuild::AlertmanagerApi::new(url, options.alertmanager_timeout)?;
+            info!(%url, "the firing alerts are read from Alertmanager at each takeover");
+            tokio::spawn(crate::alerts::rebuild::keep_rebuilt(
+                services.alerts.clone(),
+                api,
+                leadership.clone(),
+            ));
+        }
+        None if options.leader_election => warn!(
+            "no --alertmanager-url: a replica that takes over knows only the alerts notified to it \
+             from then on, not those that fired before"
+        ),
+        None => {}
+    }
 
     let shutdown = controller::shutdown_on(shutdown_signal());
     tokio::spawn({

@@ -11,8 +11,8 @@ use switchyard::{
         Subjects, TimedStep, WaveAction, WaveActionType, WavePhase,
     },
     engine::{
-        self, FiringAlert, Hold, MetricObservation, MetricOutcome, MetricPolicy, Observations,
-        PlanPermission, PlanRollback, RoutingIntent,
+        self, AlertState, FiringAlert, Hold, MetricObservation, MetricOutcome, MetricPolicy,
+        Observations, PlanPermission, PlanRollback, RoutingIntent,
         authority::{Admission, Authority, PlanAuthority},
     },
 };
@@ -90,6 +90,8 @@ struct Event {
     /// One metric's outcome this tick, or no metric at all.
     metric: Option<(MetricOutcome, u32, bool)>,
     alert: bool,
+    /// The firing alerts may be incomplete (a new leader rebuilding them).
+    alerts_unknown: bool,
     hold: bool,
     may_start: bool,
     plan_rollback: bool,
@@ -119,13 +121,15 @@ fn event_strategy() -> impl Strategy<Value = Event> {
         prop::bool::weighted(0.1),
         prop::bool::weighted(0.9),
         prop::bool::weighted(0.03),
+        prop::bool::weighted(0.1),
     )
         .prop_map(
-            |(jump, human, metric, alert, hold, may_start, plan_rollback)| Event {
+            |(jump, human, metric, alert, hold, may_start, plan_rollback, alerts_unknown)| Event {
                 jump,
                 human,
                 metric,
                 alert,
+                alerts_unknown,
                 hold,
                 may_start,
                 plan_rollback,
@@ -186,6 +190,13 @@ fn observations(event: &Event, now: Timestamp) -> Observations {
             })
             .into_iter()
             .collect(),
+        alert_state: if event.alerts_unknown {
+            AlertState::Unknown {
+                message: "rebuilding".into(),
+            }
+        } else {
+            AlertState::Known
+        },
         authority: Authority {
             admission: Admission::Verified,
             plan: Some(PlanAuthority {
@@ -273,6 +284,10 @@ proptest! {
             let metric_bad = event.metric.is_some_and(|(o, _, _)| o != MetricOutcome::Healthy);
             if event.hold || metric_bad {
                 prop_assert!(!moved_forward, "moved forward while held or on a bad metric: {:?} -> {:?}", status.phase, next.phase);
+            }
+            // Issue 12: none either under an alert the operator may not know of.
+            if event.alerts_unknown && spec.alerts.is_some() {
+                prop_assert!(!moved_forward, "moved forward while the firing alerts were unknown: {:?} -> {:?}", status.phase, next.phase);
             }
             if status.phase == WavePhase::Paused && kind != Some(WaveActionType::Resume) {
                 prop_assert!(!moved_forward, "a paused wave moved forward");

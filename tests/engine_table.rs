@@ -11,8 +11,8 @@ use serde::Deserialize;
 use switchyard::{
     api::{FailureAction, MigrationWaveSpec, MigrationWaveStatus, WaveAction},
     engine::{
-        self, FiringAlert, Hold, MetricObservation, MetricOutcome, MetricPolicy, Observations,
-        PlanPermission, PlanRollback, Problem, RoutingIntent,
+        self, AlertState, FiringAlert, Hold, MetricObservation, MetricOutcome, MetricPolicy,
+        Observations, PlanPermission, PlanRollback, Problem, RoutingIntent,
     },
 };
 
@@ -48,6 +48,9 @@ struct Observe {
     analysis_metrics: Option<Vec<String>>,
     #[serde(default)]
     alerts: Vec<BTreeMap<String, String>>,
+    /// The firing alerts may be incomplete (a new leader rebuilding them), with this
+    /// message.
+    alerts_unknown: Option<String>,
     #[serde(default)]
     problems: Vec<String>,
     next_evaluation_at: Option<Timestamp>,
@@ -180,6 +183,12 @@ fn observations(observe: &Observe, generation: i64) -> Observations {
                 labels: labels.clone(),
             })
             .collect(),
+        alert_state: match &observe.alerts_unknown {
+            Some(message) => AlertState::Unknown {
+                message: message.clone(),
+            },
+            None => AlertState::Known,
+        },
         authority: switchyard::engine::authority::Authority {
             admission: switchyard::engine::authority::Admission::Verified,
             plan: Some(switchyard::engine::authority::PlanAuthority {

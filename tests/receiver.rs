@@ -60,6 +60,20 @@ async fn setup(
     RunningController,
     Arc<AlertStore>,
 ) {
+    setup_with_store(prefix, on_firing, Arc::new(AlertStore::default())).await
+}
+
+async fn setup_with_store(
+    prefix: &str,
+    on_firing: &str,
+    store: Arc<AlertStore>,
+) -> (
+    kube::Client,
+    String,
+    String,
+    RunningController,
+    Arc<AlertStore>,
+) {
     let (client, ns) = common::admin_in_fresh_namespace(prefix).await;
     create_backends(&client, &ns).await;
     create(
@@ -68,7 +82,6 @@ async fn setup(
         &plan("crm", &["support-emea", "sales-emea"], false),
     )
     .await;
-    let store = Arc::new(AlertStore::default());
     let (url, _server) = serve_receiver(TOKEN, store.clone()).await;
     let controller = RunningController::start_with_services(
         &client,
@@ -181,6 +194,49 @@ async fn a_matching_firing_alert_rolls_back_only_its_wave_at_once() {
     assert_eq!(
         sales_wave.status.unwrap().phase,
         WavePhase::AwaitingApproval
+    );
+}
+
+/// The wake-up channel overflows (a burst of notifications faster than the controller
+/// reads them): the wake-up of the alert that matters is dropped, and the wave it acts on
+/// must still roll back. Before issue 12 the dropped wake-up was simply lost, and the
+/// wave, waiting at its approval step with nothing else to wake it, stayed routed.
+#[tokio::test]
+async fn a_wave_still_rolls_back_when_its_alert_s_wake_up_is_dropped() {
+    let store = Arc::new(AlertStore::with_wake_capacity(
+        switchyard::alerts::StoreLimits::default(),
+        2,
+    ));
+    let (client, ns, _url, _controller, store) =
+        setup_with_store("alert-lag", "Rollback", store).await;
+    let payload = |status: &str, team: &str| -> switchyard::alerts::WebhookPayload {
+        serde_json::from_value(notification(status, &ns, team, json!({}))).unwrap()
+    };
+    // This test runs on one thread: nothing reads the channel between these calls. The
+    // matching alert's wake-up is the oldest, and the channel keeps only the newest two.
+    store.apply(&payload("firing", "support"));
+    for noise in ["nobody-1", "nobody-2", "nobody-3"] {
+        store.apply(&payload("firing", noise));
+    }
+    let rolled = wait_phase(&client, &ns, "support-emea", WavePhase::RolledBack, None).await;
+    assert_eq!(condition(&rolled, "RolledBack"), "True/AlertFiring");
+    let routes: Api<HTTPRoute> = Api::namespaced(client.clone(), &ns);
+    assert!(
+        routes
+            .get_opt(&route_name("support-emea"))
+            .await
+            .unwrap()
+            .is_none(),
+        "legacy restored"
+    );
+    let sales: MigrationWave = Api::namespaced(client.clone(), &ns)
+        .get("sales-emea")
+        .await
+        .unwrap();
+    assert_eq!(
+        sales.status.unwrap().phase,
+        WavePhase::AwaitingApproval,
+        "looking at every wave again acts only where an alert matches"
     );
 }
 

@@ -25,7 +25,18 @@
 //!   not fit is refused, never an old one evicted: evicting a firing alert would
 //!   silently unblock its cohort, while a refusal is loud (the receiver answers 507, so
 //!   that Alertmanager retries, and logs it) and leaves every recorded alert acting.
+//!
+//! Two more keep a wake-up, or a failover, from making the controller forget an alert:
+//!
+//! - **No lost wake-up.** Wake-ups go through a bounded broadcast channel. A subscriber
+//!   that falls behind is told so, and [`AlertStore::wakes`] then yields [`Wake::All`]:
+//!   every wave with `alerts` is looked at again, instead of the lost ones never.
+//! - **Rebuilt at takeover.** Webhooks reach the leader only. A store made with
+//!   [`AlertStore::rebuilt_at_takeover`] says its set is unknown
+//!   ([`AlertStore::state_for`]) until [`rebuild`] has read Alertmanager's API for the
+//!   current leadership term; meanwhile the engine holds forward moves.
 
+pub mod rebuild;
 pub mod receiver;
 
 use std::{
@@ -38,10 +49,33 @@ use futures::Stream;
 use jiff::Timestamp;
 use serde::Deserialize;
 use tokio::sync::broadcast;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::api::AlertSpec;
-use crate::engine::FiringAlert;
+use crate::engine::{AlertState, FiringAlert};
+
+/// How many wake-ups the broadcast channel holds for a subscriber that has not read them.
+pub const DEFAULT_WAKE_CAPACITY: usize = 1024;
+
+/// What changed, for the controller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// These alerts started firing, resolved or expired: the waves they act on.
+    Alerts(Vec<FiringAlert>),
+    /// Wake-ups were lost (a subscriber fell behind), or the whole set changed (rebuilt
+    /// from Alertmanager): every wave with `alerts`.
+    All,
+}
+
+impl Wake {
+    /// The alerts of [`Wake::Alerts`]; none for [`Wake::All`].
+    pub fn alerts(&self) -> &[FiringAlert] {
+        match self {
+            Wake::Alerts(alerts) => alerts,
+            Wake::All => &[],
+        }
+    }
+}
 
 /// The label that names an alert's namespace (the Prometheus convention).
 pub const NAMESPACE_LABEL: &str = "namespace";
@@ -227,6 +261,19 @@ pub struct Applied {
 struct Stored {
     alert: FiringAlert,
     expires_at: Timestamp,
+    /// When a notification (or a rebuild) last reported it.
+    noted_at: Timestamp,
+}
+
+/// Whether the set must be rebuilt from Alertmanager at each takeover, and for which
+/// leadership term it was.
+#[derive(Debug, Default)]
+struct Rebuild {
+    required: bool,
+    /// The leadership term the set was last rebuilt for.
+    term: Option<u64>,
+    /// Why the last attempt failed, for the waves' condition.
+    failure: Option<String>,
 }
 
 #[derive(Default)]
@@ -265,6 +312,26 @@ impl State {
         self.by_namespace.get(namespace).map_or(0, HashMap::len)
     }
 
+    /// Why a new alert does not fit, if it does not.
+    fn refusal(
+        &self,
+        limits: &StoreLimits,
+        namespace: &Option<String>,
+        alert: &FiringAlert,
+    ) -> Option<Refusal> {
+        if self.count >= limits.max_alerts {
+            return Some(Refusal::StoreFull {
+                alert: alert.name.clone(),
+            });
+        }
+        (self.namespace_count(namespace) >= limits.max_alerts_per_namespace).then(|| {
+            Refusal::NamespaceFull {
+                alert: alert.name.clone(),
+                namespace: namespace.clone(),
+            }
+        })
+    }
+
     /// Removes the alerts whose deadline is at or before `now`; returns them.
     fn expire(&mut self, now: Timestamp) -> Vec<FiringAlert> {
         let mut expired = Vec::new();
@@ -284,7 +351,8 @@ impl State {
 pub struct AlertStore {
     state: Mutex<State>,
     limits: StoreLimits,
-    wake: broadcast::Sender<Vec<FiringAlert>>,
+    wake: broadcast::Sender<Wake>,
+    rebuild: Mutex<Rebuild>,
 }
 
 impl Default for AlertStore {
@@ -296,11 +364,152 @@ impl Default for AlertStore {
 impl AlertStore {
     /// An empty store with these bounds.
     pub fn new(limits: StoreLimits) -> Self {
+        Self::with_wake_capacity(limits, DEFAULT_WAKE_CAPACITY)
+    }
+
+    /// An empty store whose wake-up channel holds `capacity` unread wake-ups per
+    /// subscriber (at least 1); a subscriber further behind gets [`Wake::All`].
+    pub fn with_wake_capacity(limits: StoreLimits, capacity: usize) -> Self {
         Self {
             state: Mutex::default(),
             limits,
-            wake: broadcast::channel(1024).0,
+            wake: broadcast::channel(capacity.max(1)).0,
+            rebuild: Mutex::default(),
         }
+    }
+
+    /// The store of a replica among several: its set is unknown at each takeover until
+    /// it is rebuilt from Alertmanager's API ([`rebuild`]), because the webhooks went to
+    /// the previous leader.
+    pub fn rebuilt_at_takeover(self) -> Self {
+        self.rebuild_state().required = true;
+        self
+    }
+
+    fn rebuild_state(&self) -> std::sync::MutexGuard<'_, Rebuild> {
+        self.rebuild.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the set of firing alerts is complete for leadership term `term` (None:
+    /// not leading). Always known when no rebuild is required (one replica: every
+    /// notification comes here).
+    pub fn state_for(&self, term: Option<u64>) -> AlertState {
+        let rebuild = self.rebuild_state();
+        if !rebuild.required || (term.is_some() && rebuild.term == term) {
+            return AlertState::Known;
+        }
+        let message = match &rebuild.failure {
+            Some(failure) => format!(
+                "this replica took over and could not read the firing alerts from Alertmanager yet ({failure}); retrying"
+            ),
+            None => "this replica took over and is reading the firing alerts from Alertmanager"
+                .to_owned(),
+        };
+        AlertState::Unknown { message }
+    }
+
+    /// Whether the set was rebuilt for `term`.
+    pub fn rebuilt_for(&self, term: u64) -> bool {
+        self.rebuild_state().term == Some(term)
+    }
+
+    /// Notes that a rebuild failed; the set stays unknown.
+    pub fn rebuild_failed(&self, failure: String) {
+        self.rebuild_state().failure = Some(failure);
+    }
+
+    /// Replaces the set with what Alertmanager reported for leadership term `term`, read
+    /// by a request sent at `asked_at`: every reported alert is recorded as a firing
+    /// notification received at `now` would be (the TTL applies; one whose `endsAt` has
+    /// passed is left out), a recorded alert keeps the later of its deadlines, and a
+    /// recorded alert Alertmanager did not report is removed unless a notification
+    /// reported it after `asked_at` (the answer is older than that notification). Then
+    /// the set is known for `term`, and every wave with alerts is woken. Returns what
+    /// the store holds, and what it refused.
+    pub fn rebuild_at(
+        &self,
+        term: u64,
+        reported: &[WebhookAlert],
+        asked_at: Timestamp,
+        now: Timestamp,
+    ) -> Applied {
+        let ttl_deadline = self.ttl_deadline(now);
+        let mut refused = Vec::new();
+        let firing = {
+            let mut state = self.state();
+            let mut keep = std::collections::HashSet::new();
+            for alert in reported {
+                let namespace = alert.namespace().map(str::to_owned);
+                let key = alert.key();
+                if alert.ends_at().is_some_and(|ends_at| ends_at <= now) {
+                    continue;
+                }
+                let firing_alert = alert.to_firing();
+                if let Some(why) = too_large(alert, &self.limits) {
+                    refused.push(Refusal::TooLarge {
+                        alert: firing_alert.name.clone(),
+                        why,
+                    });
+                    continue;
+                }
+                let expires_at = match state.remove(&namespace, &key) {
+                    Some(known) => known.expires_at.max(ttl_deadline),
+                    None => {
+                        if let Some(refusal) =
+                            state.refusal(&self.limits, &namespace, &firing_alert)
+                        {
+                            refused.push(refusal);
+                            continue;
+                        }
+                        ttl_deadline
+                    }
+                };
+                state.insert(
+                    namespace.clone(),
+                    key.clone(),
+                    Stored {
+                        alert: firing_alert,
+                        expires_at,
+                        noted_at: now,
+                    },
+                );
+                keep.insert((namespace, key));
+            }
+            let stale: Vec<_> = state
+                .by_namespace
+                .iter()
+                .flat_map(|(namespace, bucket)| {
+                    bucket
+                        .iter()
+                        .filter(|(_, stored)| stored.noted_at < asked_at)
+                        .map(|(key, _)| (namespace.clone(), key.clone()))
+                })
+                .filter(|entry| !keep.contains(entry))
+                .collect();
+            for (namespace, key) in stale {
+                state.remove(&namespace, &key);
+            }
+            state.count
+        };
+        {
+            let mut rebuild = self.rebuild_state();
+            rebuild.term = Some(term);
+            rebuild.failure = None;
+        }
+        info!(
+            firing,
+            refused = refused.len(),
+            "rebuilt the firing alerts from Alertmanager"
+        );
+        let _ = self.wake.send(Wake::All);
+        Applied { firing, refused }
+    }
+
+    fn ttl_deadline(&self, now: Timestamp) -> Timestamp {
+        now.checked_add(
+            jiff::SignedDuration::try_from(self.limits.ttl).unwrap_or(jiff::SignedDuration::MAX),
+        )
+        .unwrap_or(Timestamp::MAX)
     }
 
     /// The store's bounds.
@@ -324,11 +533,7 @@ impl AlertStore {
     /// changed, so that the waves they concern are looked at again.
     pub fn apply_at(&self, payload: &WebhookPayload, now: Timestamp) -> Applied {
         let limits = self.limits;
-        let ttl_deadline = now
-            .checked_add(
-                jiff::SignedDuration::try_from(limits.ttl).unwrap_or(jiff::SignedDuration::MAX),
-            )
-            .unwrap_or(Timestamp::MAX);
+        let ttl_deadline = self.ttl_deadline(now);
         let mut changed = Vec::new();
         let mut refused = Vec::new();
         let firing = {
@@ -354,20 +559,9 @@ impl AlertStore {
                     continue;
                 }
                 let known = state.remove(&namespace, &key).is_some();
-                if !known {
-                    if state.count >= limits.max_alerts {
-                        refused.push(Refusal::StoreFull {
-                            alert: firing_alert.name.clone(),
-                        });
-                        continue;
-                    }
-                    if state.namespace_count(&namespace) >= limits.max_alerts_per_namespace {
-                        refused.push(Refusal::NamespaceFull {
-                            alert: firing_alert.name.clone(),
-                            namespace,
-                        });
-                        continue;
-                    }
+                if !known && let Some(refusal) = state.refusal(&limits, &namespace, &firing_alert) {
+                    refused.push(refusal);
+                    continue;
                 }
                 state.insert(
                     namespace,
@@ -375,6 +569,7 @@ impl AlertStore {
                     Stored {
                         alert: firing_alert.clone(),
                         expires_at,
+                        noted_at: now,
                     },
                 );
                 changed.push(firing_alert);
@@ -383,7 +578,7 @@ impl AlertStore {
         };
         if !changed.is_empty() {
             // No subscriber (no controller yet) is fine: the alerts are recorded.
-            let _ = self.wake.send(changed);
+            let _ = self.wake.send(Wake::Alerts(changed));
         }
         Applied { firing, refused }
     }
@@ -461,21 +656,23 @@ impl AlertStore {
                     "a firing alert expired without a resolved notification: it no longer acts"
                 );
             }
-            let _ = self.wake.send(expired);
+            let _ = self.wake.send(Wake::Alerts(expired));
         }
         count
     }
 
     /// Notifications of alerts whose state changed, for waking the controller. Prefer
     /// [`AlertStore::wakes`], which also expires alerts at their deadlines.
-    pub fn subscribe(&self) -> broadcast::Receiver<Vec<FiringAlert>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Wake> {
         self.wake.subscribe()
     }
 
     /// The alerts whose state changed: newly firing, resolved, or expired. Expiry is
     /// driven by deadlines: the stream sleeps until the earliest one, removes what is due
     /// and wakes every subscriber with it. Any subscriber's timer expires alerts for all.
-    pub fn wakes(self: &Arc<Self>) -> impl Stream<Item = Vec<FiringAlert>> + Send + 'static {
+    /// A subscriber that fell behind the channel's capacity gets [`Wake::All`] for what
+    /// it missed.
+    pub fn wakes(self: &Arc<Self>) -> impl Stream<Item = Wake> + Send + 'static {
         let receiver = self.wake.subscribe();
         futures::stream::unfold(
             (self.clone(), receiver),
@@ -494,7 +691,14 @@ impl AlertStore {
                     tokio::select! {
                         received = receiver.recv() => match received {
                             Ok(batch) => return Some((batch, (store, receiver))),
-                            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                                warn!(
+                                    missed,
+                                    "alert wake-ups were dropped (the controller fell behind): \
+                                     looking at every wave with alerts again"
+                                );
+                                return Some((Wake::All, (store, receiver)));
+                            }
                             Err(broadcast::error::RecvError::Closed) => return None,
                         },
                         () = expiry => {
@@ -622,7 +826,10 @@ mod tests {
         );
         assert_eq!(store.firing().len(), 1);
         assert_eq!(store.firing()[0].name, "HandoffFailures");
-        assert_eq!(wake.try_recv().unwrap()[0].labels["team"], "support");
+        assert_eq!(
+            wake.try_recv().unwrap().alerts()[0].labels["team"],
+            "support"
+        );
         assert_eq!(
             store
                 .apply(&payload("resolved", &[("alertname", "HandoffFailures")]))
@@ -792,7 +999,7 @@ mod tests {
         let mut wake = store.subscribe();
         assert_eq!(store.expire_at(later), 1);
         assert_eq!(
-            wake.try_recv().unwrap()[0].name,
+            wake.try_recv().unwrap().alerts()[0].name,
             "A",
             "the expiry wakes the controller"
         );
@@ -986,13 +1193,125 @@ mod tests {
         }));
         let mut wakes = Box::pin(store.wakes());
         store.apply(&alerts(&[("firing", &[("alertname", "A")], None, "1")]));
-        assert_eq!(wakes.next().await.unwrap()[0].name, "A", "newly firing");
+        assert_eq!(
+            wakes.next().await.unwrap().alerts()[0].name,
+            "A",
+            "newly firing"
+        );
         let expired = tokio::time::timeout(Duration::from_secs(10), wakes.next())
             .await
             .expect("a wake at the deadline, without any notification")
             .unwrap();
-        assert_eq!(expired[0].name, "A");
+        assert_eq!(expired.alerts()[0].name, "A");
         assert!(store.firing().is_empty());
         assert_eq!(store.next_expiry(), None);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_is_told_to_look_at_every_wave() {
+        use futures::StreamExt;
+        let store = Arc::new(AlertStore::with_wake_capacity(StoreLimits::default(), 2));
+        let mut wakes = Box::pin(store.wakes());
+        for i in 0..5 {
+            let fingerprint = i.to_string();
+            store.apply(&alerts(&[(
+                "firing",
+                &[("alertname", "A")],
+                None,
+                &fingerprint,
+            )]));
+        }
+        assert_eq!(
+            wakes.next().await,
+            Some(Wake::All),
+            "three wake-ups were dropped: every wave with alerts is looked at"
+        );
+        // Then the ones the channel still held.
+        assert_eq!(wakes.next().await.unwrap().alerts().len(), 1);
+    }
+
+    fn reported(labels: &[(&str, &str)], fingerprint: &str, ends_at: Option<&str>) -> WebhookAlert {
+        serde_json::from_value(serde_json::json!({
+            "status": "firing",
+            "labels": labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+            "endsAt": ends_at.unwrap_or("0001-01-01T00:00:00Z"),
+            "fingerprint": fingerprint,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_store_rebuilt_at_takeover_is_unknown_until_rebuilt_for_the_current_term() {
+        let store = AlertStore::default().rebuilt_at_takeover();
+        assert!(!store.state_for(None).is_known(), "a standby");
+        assert!(
+            !store.state_for(Some(1)).is_known(),
+            "a new leader, not rebuilt yet"
+        );
+        store.rebuild_failed("connection refused".into());
+        match store.state_for(Some(1)) {
+            AlertState::Unknown { message } => assert!(message.contains("connection refused")),
+            AlertState::Known => panic!("known after a failed rebuild"),
+        }
+        let now = at("2026-11-22T10:00:00Z");
+        store.rebuild_at(1, &[], now, now);
+        assert!(store.state_for(Some(1)).is_known());
+        assert!(
+            !store.state_for(Some(2)).is_known(),
+            "the next term needs its own rebuild"
+        );
+        assert!(
+            AlertStore::default().state_for(None).is_known(),
+            "one replica: every notification comes here"
+        );
+    }
+
+    #[test]
+    fn a_rebuild_replaces_the_set_but_keeps_what_was_notified_after_it_asked() {
+        let store = AlertStore::new(StoreLimits {
+            ttl: Duration::from_secs(600),
+            ..StoreLimits::default()
+        });
+        let early = at("2026-11-22T09:00:00Z");
+        let asked = at("2026-11-22T10:00:00Z");
+        let now = at("2026-11-22T10:00:01Z");
+        // Resolved while this replica stood by: Alertmanager no longer reports it.
+        store.apply_at(
+            &alerts(&[("firing", &[("alertname", "Old")], None, "old")]),
+            early,
+        );
+        // Notified while the request was in flight: newer than the answer.
+        store.apply_at(
+            &alerts(&[("firing", &[("alertname", "New")], None, "new")]),
+            now,
+        );
+        let applied = store.rebuild_at(
+            1,
+            &[
+                reported(
+                    &[("alertname", "Missed")],
+                    "missed",
+                    Some("2026-11-22T10:03:00Z"),
+                ),
+                reported(
+                    &[("alertname", "Over")],
+                    "over",
+                    Some("2026-11-22T09:59:00Z"),
+                ),
+            ],
+            asked,
+            now,
+        );
+        let names: Vec<_> = store.firing_at(now).into_iter().map(|a| a.name).collect();
+        assert_eq!(names, ["Missed", "New"]);
+        assert_eq!(applied.firing, 2);
+        // A firing alert's endsAt from the API is the sender's estimate, which it keeps
+        // extending: the rebuilt alert lasts the TTL, as a notification would.
+        assert!(
+            store
+                .firing_at(at("2026-11-22T10:09:00Z"))
+                .iter()
+                .any(|a| a.name == "Missed")
+        );
     }
 }

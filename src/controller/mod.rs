@@ -11,6 +11,7 @@ mod caches;
 mod compaction;
 mod errors;
 mod finalizer;
+mod lane;
 pub mod plan;
 pub mod wave;
 
@@ -238,6 +239,8 @@ pub struct Context {
     pub writes: Writes,
     /// The failures in a row of each object, for its retry delay.
     pub backoff: backoff::Backoff,
+    /// One lock per wave, shared by the wave controller and the alert lane.
+    pub(crate) locks: Arc<lane::WaveLocks>,
 }
 
 impl Context {
@@ -358,6 +361,7 @@ impl Context {
             waves: None,
             writes,
             backoff: backoff::Backoff::default(),
+            locks: Arc::default(),
         }
     }
 }

@@ -35,6 +35,10 @@ pub const FINALIZER: &str = "switchyard.dev/routing-cleanup";
 /// watched (that would mean watching every Service in the cluster).
 const MISSING_BACKEND_POLL: Duration = Duration::from_secs(10);
 
+/// When a reconcile that yielded to the alert lane looks again (the lane's write wakes
+/// it sooner, through the watch).
+const YIELDED_REQUEUE: Duration = Duration::from_secs(1);
+
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -130,27 +134,21 @@ pub(crate) async fn run(
     let store = waves.store();
     let controller = Controller::for_shared_stream(changes, store.clone())
         .with_config(settings.controller_config());
-    let alert_store = store.clone();
-    // An alert that fires, resolves or expires wakes the waves it acts on at once, not
-    // at their next requeue.
-    let woken_by_alerts = alerts.flat_map(move |batch| {
-        let waves: Vec<ObjectRef<MigrationWave>> = alert_store
-            .state()
-            .into_iter()
-            .filter(|wave| {
-                let namespace = wave.metadata.namespace.as_deref().unwrap_or_default();
-                wave.spec.alerts.as_ref().is_some_and(|spec| {
-                    batch
-                        .iter()
-                        .any(|alert| crate::alerts::acts_on(spec, namespace, alert))
-                })
-            })
-            .map(|wave| ObjectRef::from_obj(&*wave))
-            .collect();
-        futures::stream::iter(waves)
+    // An alert that fires, resolves or expires: the alert lane reconciles the waves it
+    // acts on at once; what the lane cannot take comes to this controller's queue.
+    let (to_controller, from_lane) = tokio::sync::mpsc::unbounded_channel();
+    let lane = super::lane::run(
+        alerts,
+        store.clone(),
+        context.clone(),
+        context.locks.clone(),
+        to_controller,
+    );
+    let from_lane = futures::stream::unfold(from_lane, |mut from_lane| async move {
+        from_lane.recv().await.map(|wave| (wave, from_lane))
     });
     let mut controller = controller
-        .reconcile_on(woken_by_alerts)
+        .reconcile_on(from_lane)
         // A replica that becomes the leader reconciles every wave: as a standby it
         // left them all to the leader.
         .reconcile_all_on(gained)
@@ -164,7 +162,7 @@ pub(crate) async fn run(
             watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
         );
     }
-    controller
+    let running = controller
         .watches(plans, watcher::Config::default(), {
             let plan_changes = std::sync::Mutex::new(PlanChanges::default());
             move |plan| {
@@ -201,8 +199,13 @@ pub(crate) async fn run(
             }
         })
         .run(reconcile, error_policy, context)
-        .for_each(|outcome| async move { super::log_outcome(CONTROLLER, outcome) })
-        .await;
+        .for_each(|outcome| async move { super::log_outcome(CONTROLLER, outcome) });
+    // The lane ends with the alert store's wake-ups, which outlive the controller: it
+    // stops with the controller.
+    tokio::select! {
+        () = running => {}
+        () = lane => {}
+    }
 }
 
 /// Which waves a plan's change concerns.
@@ -283,7 +286,34 @@ where
     }
 }
 
+/// The controller's reconcile: under the wave's lock, which the alert lane takes too.
 async fn reconcile(wave: Arc<MigrationWave>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let reference = ObjectRef::from_obj(&*wave);
+    let guard = ctx.locks.lock(&reference).await;
+    // The lane wrote this wave meanwhile: the cached copy may predate that write.
+    let wave = if ctx.locks.take_lane_write(&reference) {
+        match super::lane::read_fresh(&ctx, &reference).await {
+            Ok(Some(fresh)) => Arc::new(fresh),
+            Ok(None) => return Ok(Action::await_change()),
+            Err(source) => {
+                return Err(Error::Observe {
+                    what: format!("MigrationWave {}", reference.name),
+                    source: Box::new(source),
+                });
+            }
+        }
+    } else {
+        wave
+    };
+    reconcile_locked(wave, ctx, &guard).await
+}
+
+/// observe → decide → apply → record for one wave, whose lock the caller holds.
+pub(super) async fn reconcile_locked(
+    wave: Arc<MigrationWave>,
+    ctx: Arc<Context>,
+    guard: &super::lane::WaveGuard,
+) -> Result<Action, Error> {
     if !ctx.is_leader() {
         // A standby keeps its cache warm and leaves the wave to the leader; when it
         // becomes the leader, it reconciles every wave again.
@@ -301,7 +331,7 @@ async fn reconcile(wave: Arc<MigrationWave>, ctx: Arc<Context>) -> Result<Action
     let key = backoff_key(&*wave);
     let action = finalizer::finalizer(&api, &ctx.writes, FINALIZER, wave, |event| async {
         match event {
-            Finalize::Apply(wave) => apply(&wave, &ctx).await,
+            Finalize::Apply(wave) => apply(&wave, &ctx, guard).await,
             Finalize::Cleanup(wave) => cleanup(&wave, &ctx).await,
         }
     })
@@ -340,9 +370,23 @@ fn error_policy(wave: Arc<MigrationWave>, error: &Error, ctx: Arc<Context>) -> A
 }
 
 /// observe → decide → apply → record, for a wave that is not being deleted.
-async fn apply(wave: &MigrationWave, ctx: &Context) -> Result<Action, Error> {
+async fn apply(
+    wave: &MigrationWave,
+    ctx: &Context,
+    guard: &super::lane::WaveGuard,
+) -> Result<Action, Error> {
     let now = Timestamp::now();
-    let (observations, route) = observe(wave, ctx, now).await?;
+    // An alert for this wave came in: the lane decides on it, with fresh observations.
+    // Observing writes nothing, so it is abandoned; nothing is written after it either.
+    let yielded = || Ok(Action::requeue(YIELDED_REQUEUE));
+    let (observations, route) = tokio::select! {
+        biased;
+        () = guard.yield_requested_now() => return yielded(),
+        observed = observe(wave, ctx, now) => observed?,
+    };
+    if guard.yield_requested() {
+        return yielded();
+    }
     let status = wave.status.clone().unwrap_or_default();
     let decision = engine::decide(&wave.spec, &status, &observations, now);
 
@@ -402,6 +446,10 @@ async fn observe(
             .services
             .alerts
             .in_scope(wave.spec.alerts.as_ref(), &namespace),
+        alert_state: ctx
+            .services
+            .alerts
+            .state_for(ctx.services.leadership.term()),
         authority: Authority {
             admission: ctx.services.admission.current(),
             plan: None,
@@ -459,11 +507,15 @@ async fn observe(
     if has_quiet && let Some(maintenance) = &spec.maintenance {
         backends.push(("maintenance", &maintenance.service));
     }
-    for (role, service) in backends {
-        let found = services
-            .get_metadata_opt(&service.name)
-            .await
-            .map_err(read(format!("Service {namespace}/{}", service.name)))?;
+    // Read together: on an alert's path every round trip counts.
+    let found = futures::future::join_all(
+        backends
+            .iter()
+            .map(|(_, service)| services.get_metadata_opt(&service.name)),
+    )
+    .await;
+    for ((role, service), found) in backends.into_iter().zip(found) {
+        let found = found.map_err(read(format!("Service {namespace}/{}", service.name)))?;
         if found.is_none() {
             problems.push(Problem::BackendNotFound {
                 role,

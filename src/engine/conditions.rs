@@ -35,6 +35,10 @@ pub mod reason {
     pub const METRIC_UNKNOWN: &str = "MetricUnknown";
     pub const AWAITING_EVIDENCE: &str = "AwaitingEvidence";
     pub const HELD_BY_PLAN: &str = "HeldByPlan";
+    /// The operator does not know yet which alerts fire (a new leader rebuilding the set
+    /// from Alertmanager, or Alertmanager unreachable): forward moves of a wave with
+    /// `alerts` wait; rollbacks and pauses do not.
+    pub const ALERTS_UNKNOWN: &str = "AlertsUnknown";
     pub const COMPLETED: &str = "Completed";
     pub const NOT_COMPLETED: &str = "NotCompleted";
 

@@ -18,7 +18,7 @@ mod wave;
 
 pub use decision::{Decision, EngineEvent, EventKind, RoutingIntent};
 pub use observations::{
-    FiringAlert, Hold, MetricObservation, MetricOutcome, MetricPolicy, Observations,
+    AlertState, FiringAlert, Hold, MetricObservation, MetricOutcome, MetricPolicy, Observations,
     PlanPermission, PlanRollback, Problem,
 };
 pub use wave::{MAX_HISTORY, decide, describe_step, evidence_horizon, routing_for_step, weight_at};

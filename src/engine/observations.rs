@@ -29,10 +29,36 @@ pub struct Observations {
     /// Alerts firing now that may act on this wave: those of its namespace, and those
     /// without a namespace if the wave accepts them. The engine matches their labels.
     pub firing_alerts: Vec<FiringAlert>,
+    /// Whether `firing_alerts` is known to be complete. When it is not, a wave with
+    /// `alerts` makes no forward move (it could be under an alert nobody reported to
+    /// this replica), while the alerts that are known still roll back or pause it.
+    pub alert_state: AlertState,
     /// What human actions are judged against.
     pub authority: super::authority::Authority,
     /// Entries removed from `spec.actions` so far (the `actions-compacted` annotation).
     pub actions_compacted: u64,
+}
+
+/// Whether the operator knows every alert firing now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum AlertState {
+    /// The set of firing alerts is complete: the webhook keeps it up to date, and (with
+    /// several replicas) it was rebuilt from Alertmanager when this replica took over.
+    #[default]
+    Known,
+    /// It may be missing alerts: this replica has just taken over and has not read
+    /// Alertmanager's alerts yet, or could not reach Alertmanager.
+    Unknown {
+        /// Why, for people.
+        message: String,
+    },
+}
+
+impl AlertState {
+    /// Whether the set is complete.
+    pub fn is_known(&self) -> bool {
+        matches!(self, Self::Known)
+    }
 }
 
 /// What the plan allows this wave to do now.

@@ -9,7 +9,7 @@ use super::action_log;
 use super::authority::{self, Refusal};
 use super::conditions::{self as cond, event, reason};
 use super::decision::{Decision, EngineEvent, EventKind, RoutingIntent};
-use super::observations::{FiringAlert, MetricOutcome, Observations, Problem};
+use super::observations::{AlertState, FiringAlert, MetricOutcome, Observations, Problem};
 use super::whole_seconds;
 use crate::api::{
     FailureAction, HistoryEntry, MetricStatus, MigrationWaveSpec, MigrationWaveStatus, Step,
@@ -395,6 +395,16 @@ impl Wave<'_> {
         })
     }
 
+    /// Why forward moves wait for the alert state, if they do: the wave acts on alerts,
+    /// and the operator does not know yet whether one of them fires.
+    fn alerts_unknown(&self) -> Option<&str> {
+        self.spec.alerts.as_ref()?;
+        match &self.obs.alert_state {
+            AlertState::Known => None,
+            AlertState::Unknown { message } => Some(message),
+        }
+    }
+
     fn apply_alerts(&mut self) {
         let Some(alerts) = &self.spec.alerts else {
             return;
@@ -578,7 +588,7 @@ impl Wave<'_> {
 
     /// Moves forward by at most one step, if nothing holds the wave.
     fn progress(&mut self) {
-        if self.obs.plan.hold.is_some() {
+        if self.obs.plan.hold.is_some() || self.alerts_unknown().is_some() {
             return;
         }
         match self.phase() {
@@ -752,6 +762,13 @@ impl Wave<'_> {
         if let Some(hold) = &self.obs.plan.hold {
             return (false, reason::HELD_BY_PLAN, hold.message.clone());
         }
+        if let Some(message) = self.alerts_unknown() {
+            return (
+                false,
+                reason::ALERTS_UNKNOWN,
+                format!("no forward move until the firing alerts are known: {message}"),
+            );
+        }
         if phase == WavePhase::Pending {
             if let Some((why, message)) = self.evidence_block() {
                 return (false, why, message);
@@ -822,6 +839,8 @@ impl Wave<'_> {
         if self.obs.problems.is_empty() && (active || self.phase() == WavePhase::Pending) {
             match &self.obs.plan.hold {
                 Some(hold) => candidates.extend(hold.until),
+                // The controller wakes every wave with alerts once the state is known.
+                None if self.alerts_unknown().is_some() => {}
                 None => {
                     // A move held only for fresh evidence is due now: the controller
                     // evaluates at once.

@@ -777,6 +777,16 @@ impl Alertmanager {
         webhook_url: &str,
         bearer_token: &str,
     ) -> Result<Alertmanager, TestEnvError> {
+        Self::start_with_repeat_interval(webhook_url, bearer_token, "1m").await
+    }
+
+    /// Like [`Alertmanager::start`], repeating a still-firing group's notification
+    /// every `repeat_interval` (such as `1h`: a test that must not be saved by a repeat).
+    pub async fn start_with_repeat_interval(
+        webhook_url: &str,
+        bearer_token: &str,
+        repeat_interval: &str,
+    ) -> Result<Alertmanager, TestEnvError> {
         let mut daemon = Daemon::new("alertmanager", alertmanager_binary()?)?;
         let config = json!({
             "route": {
@@ -784,7 +794,7 @@ impl Alertmanager {
                 "group_by": ["alertname", "team", "region"],
                 "group_wait": "1s",
                 "group_interval": "1s",
-                "repeat_interval": "1m",
+                "repeat_interval": repeat_interval,
             },
             "receivers": [{
                 "name": Self::RECEIVER,
