@@ -132,20 +132,23 @@ struct Servers {
 }
 
 /// The audit policy of the test API server: the metadata of every completed write to the
-/// objects Switchyard reads or writes (its own, HTTPRoutes, ConfigMaps, Leases), and
-/// nothing else, so that a test can say who wrote what, and when, as the server saw it.
+/// objects Switchyard reads or writes (its own, HTTPRoutes, ConfigMaps), and Lease writes
+/// with their request and response (the holder they leave), and nothing else, so that a
+/// test can say who wrote what, when, and who held the Lease then, as the server saw it.
 const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived, ResponseStarted]
 rules:
   - level: None
     verbs: [get, list, watch]
+  - level: RequestResponse
+    resources:
+      - group: coordination.k8s.io
+        resources: [leases]
   - level: Metadata
     resources:
       - group: switchyard.dev
       - group: gateway.networking.k8s.io
-      - group: coordination.k8s.io
-        resources: [leases]
       - group: \"\"
         resources: [configmaps]
   - level: None
@@ -317,7 +320,8 @@ impl ControlPlane {
 
     /// The API server's audit log (JSON lines): one event per completed write to
     /// Switchyard's objects, HTTPRoutes, ConfigMaps and Leases, with the user (and the
-    /// impersonated user), the verb, the object, the response code and `stageTimestamp`.
+    /// impersonated user), the verb, the object, the response code and `stageTimestamp`;
+    /// Lease writes also carry the Lease as written (`responseObject`).
     pub fn audit_log_path(&self) -> PathBuf {
         self.dir.join(AUDIT_LOG)
     }
