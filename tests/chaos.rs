@@ -173,8 +173,17 @@ impl World {
     /// calls for none), so that every fault gets one.
     async fn act_randomly(&self, rng: &mut StdRng, force: bool) {
         let name = WAVES[rng.random_range(0..WAVES.len())].0;
-        let Ok(wave) = self.wave(name).await else {
-            return;
+        let requested = Timestamp::now();
+        // A human keeps trying while the API server restarts (when forced to act).
+        let deadline = Instant::now() + Duration::from_secs(if force { 30 } else { 0 });
+        let wave = loop {
+            match self.wave(name).await {
+                Ok(wave) => break wave,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(300)).await
+                }
+                Err(_) => return,
+            }
         };
         let status = wave.status.clone().unwrap_or_default();
         let now = Instant::now();
@@ -220,7 +229,7 @@ impl World {
             _ => None,
         };
         if let Some((kind, step)) = action
-            && let Err(err) = self.append_action(name, kind, step).await
+            && let Err(err) = self.append_action(name, kind, step, requested).await
         {
             eprintln!("chaos: action {kind} on {name} not recorded: {err}");
         }
@@ -230,8 +239,13 @@ impl World {
     /// resourceVersion), as a user of its own so that its history entry is unmistakable.
     /// Transport errors (an API server restarting) are retried; an append whose answer
     /// was lost is recognised by its user, so an action is never appended twice.
-    async fn append_action(&self, wave: &str, kind: &str, step: Option<i32>) -> Result<(), String> {
-        let requested = Timestamp::now();
+    async fn append_action(
+        &self,
+        wave: &str,
+        kind: &str,
+        step: Option<i32>,
+        requested: Timestamp,
+    ) -> Result<(), String> {
         let n = self.next_user.fetch_add(1, Ordering::Relaxed);
         let user = format!("chaos-rm-{n}");
         let actor = common::plane()
