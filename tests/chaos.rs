@@ -918,7 +918,7 @@ async fn chaos_keeps_every_invariant() {
             ));
         }
         println!(
-            "chaos fault {n:>3} {kind:?}: {detail}; settled {}",
+            "chaos fault {n:>3} {kind:?} {injected}..{cleared}: {detail}; settled {}",
             settled
                 .as_ref()
                 .map_or("NEVER".into(), |d| format!("after {d:?}"))
@@ -986,6 +986,18 @@ async fn chaos_keeps_every_invariant() {
     }
     let audit = std::fs::read_to_string(plane.audit_log_path()).unwrap_or_default();
     let versions = recorder.versions();
+    // The whole timeline, for reading a violation after the fact.
+    let timeline = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chaos-{seed}"));
+    std::fs::create_dir_all(&timeline).unwrap();
+    let lines: Vec<String> = versions
+        .iter()
+        .map(|v| {
+            json!({"kind": format!("{:?}", v.kind), "name": v.name, "rv": v.rv, "at": v.at.to_string(), "object": v.object})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(timeline.join("timeline.jsonl"), lines.join("\n")).unwrap();
+    std::fs::write(timeline.join("audit.log"), &audit).unwrap();
     let actions = world.actions.lock().unwrap().clone();
     let fault_windows: Vec<Window> = records
         .iter()
@@ -1087,6 +1099,7 @@ async fn chaos_keeps_every_invariant() {
         fencing.handovers_recorded
     );
     println!("final: {}", final_phases.join(", "));
+    println!("timeline and audit log: {}", timeline.display());
     println!("invariant checks made: {}", report.total_checks());
     for (check, n) in &report.checks {
         println!("  {check}: {n}");

@@ -494,12 +494,16 @@ fn check_rollbacks(
                 continue;
             }
             // The rolled-back run ends at the next version that is not RolledBack.
+            // The rolled-back run ends at the next version that is not RolledBack, or
+            // of another attempt (a retry and a second rollback the watch did not see
+            // apart, across a relist).
+            let attempt = wave.status.as_ref().map_or(0, |s| s.attempt);
             let end = line[i..]
                 .iter()
                 .find(|(_, _, w)| {
                     w.status
                         .as_ref()
-                        .is_some_and(|s| s.phase != WavePhase::RolledBack)
+                        .is_some_and(|s| s.phase != WavePhase::RolledBack || s.attempt != attempt)
                 })
                 .map(|(rv, _, _)| *rv);
             let state_at = |rv: u64| {
