@@ -12,7 +12,9 @@ export CARGO_TERM_COLOR ?= never
 export KUBE_VERSION ?= v1.37.2
 GATEWAY_API_VERSION ?= v1.6.3
 
-.PHONY: bench test deps kube-apiserver gateway-api-crds monitoring-tools fmt-check clippy unit integration crds helm demo
+CHAOS_FAULTS ?= 200
+
+.PHONY: chaos bench test deps kube-apiserver gateway-api-crds monitoring-tools fmt-check clippy unit integration crds helm demo
 
 ## test: install what is missing, then fmt check, clippy, unit and integration tests.
 test: deps fmt-check clippy unit integration
@@ -78,6 +80,13 @@ unit:
 ## failure does not hide the next).
 integration:
 	cargo test --workspace --locked --no-fail-fast --tests
+
+## chaos: the long form of the chaos suite (tests/chaos.rs; its short form, 30 faults,
+## runs in `make test`): CHAOS_FAULTS faults (200) at random times from SEED (random when
+## unset; the run prints it first as `chaos seed=N`), e.g. make chaos SEED=42.
+chaos: deps
+	SWITCHYARD_CHAOS_FAULTS=$(CHAOS_FAULTS) $(if $(SEED),SWITCHYARD_CHAOS_SEED=$(SEED)) \
+		cargo test --locked --test chaos -- --nocapture
 
 ## bench: the benchmarks (print figures; they assert nothing about time).
 bench: deps

@@ -57,6 +57,7 @@ pub const FIELD_MANAGER: &str = "switchyard-testenv";
 pub const TEST_NAMESPACE_LABEL: &str = "switchyard.dev/test-namespace";
 
 const START_ATTEMPTS: usize = 3;
+const AUDIT_LOG: &str = "audit.log";
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Everything that can go wrong while running the control plane.
@@ -126,7 +127,32 @@ pub enum TestEnvError {
 struct Servers {
     etcd: Option<Server>,
     apiserver: Option<Server>,
+    /// The API server's binary and arguments, to restart it exactly as it was started.
+    apiserver_command: Option<(PathBuf, Vec<String>)>,
 }
+
+/// The audit policy of the test API server: the metadata of every completed write to the
+/// objects Switchyard reads or writes (its own, HTTPRoutes, ConfigMaps), and Lease writes
+/// with their request and response (the holder they leave), and nothing else, so that a
+/// test can say who wrote what, when, and who held the Lease then, as the server saw it.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: None
+    verbs: [get, list, watch]
+  - level: RequestResponse
+    resources:
+      - group: coordination.k8s.io
+        resources: [leases]
+  - level: Metadata
+    resources:
+      - group: switchyard.dev
+      - group: gateway.networking.k8s.io
+      - group: \"\"
+        resources: [configmaps]
+  - level: None
+";
 
 /// A running etcd and kube-apiserver. Dropping it stops both and deletes its files.
 pub struct ControlPlane {
@@ -209,6 +235,7 @@ impl ControlPlane {
             servers: Mutex::new(Servers {
                 etcd: None,
                 apiserver: None,
+                apiserver_command: None,
             }),
             dir: dir.clone(),
         };
@@ -226,8 +253,13 @@ impl ControlPlane {
         let etcd_server = Server::start("etcd", etcd, &etcd_args, &dir)?;
         plane.servers.get_mut().expect("not shared yet").etcd = Some(etcd_server);
 
+        let audit_policy = write("audit-policy.yaml", AUDIT_POLICY)?;
         let apiserver_args = vec![
             format!("--etcd-servers={etcd_url}"),
+            format!("--audit-policy-file={}", path(&audit_policy)),
+            format!("--audit-log-path={}", path(&dir.join(AUDIT_LOG))),
+            "--audit-log-format=json".to_owned(),
+            "--audit-log-mode=blocking".to_owned(),
             format!("--cert-dir={}", path(&dir)),
             format!("--tls-cert-file={}", path(&serving_cert)),
             format!("--tls-private-key-file={}", path(&serving_key)),
@@ -247,7 +279,9 @@ impl ControlPlane {
             "--v=1".to_owned(),
         ];
         let apiserver_server = Server::start("kube-apiserver", apiserver, &apiserver_args, &dir)?;
-        plane.servers.get_mut().expect("not shared yet").apiserver = Some(apiserver_server);
+        let servers = plane.servers.get_mut().expect("not shared yet");
+        servers.apiserver = Some(apiserver_server);
+        servers.apiserver_command = Some((apiserver.to_owned(), apiserver_args));
 
         std::fs::write(&plane.kubeconfig_path, plane.kubeconfig_yaml(None)).map_err(|source| {
             TestEnvError::Io {
@@ -282,6 +316,63 @@ impl ControlPlane {
             .flatten()
             .filter_map(Server::pid)
             .collect()
+    }
+
+    /// The API server's audit log (JSON lines): one event per completed write to
+    /// Switchyard's objects, HTTPRoutes, ConfigMaps and Leases, with the user (and the
+    /// impersonated user), the verb, the object, the response code and `stageTimestamp`;
+    /// Lease writes also carry the Lease as written (`responseObject`).
+    pub fn audit_log_path(&self) -> PathBuf {
+        self.dir.join(AUDIT_LOG)
+    }
+
+    /// The API server's address, `127.0.0.1:PORT`, e.g. for a [`proxy::FaultProxy`].
+    pub fn apiserver_addr(&self) -> std::net::SocketAddr {
+        self.server_url
+            .trim_start_matches("https://")
+            .parse()
+            .expect("the server URL is https://127.0.0.1:PORT")
+    }
+
+    /// Stops kube-apiserver (SIGTERM, then SIGKILL after `grace`) and starts it again on
+    /// the same port with the same arguments; etcd keeps running, and so keeps every
+    /// object. Returns once the new API server answers `/readyz`.
+    ///
+    /// The new process is started on a thread of its own that lives as long as the test
+    /// binary, since the kernel kills it when the thread that started it exits.
+    pub async fn restart_apiserver(&self, grace: Duration) -> Result<(), TestEnvError> {
+        let (program, args) = {
+            let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(mut running) = servers.apiserver.take() {
+                running.stop(grace);
+            }
+            servers
+                .apiserver_command
+                .clone()
+                .ok_or_else(|| TestEnvError::Shared("the API server was never started".into()))?
+        };
+        let dir = self.dir.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("testenv-apiserver".into())
+            .spawn(move || {
+                let _ = tx.send(Server::start("kube-apiserver", &program, &args, &dir));
+                loop {
+                    std::thread::park();
+                }
+            })
+            .map_err(|source| TestEnvError::Io {
+                path: self.dir.clone(),
+                source,
+            })?;
+        let server = rx
+            .await
+            .map_err(|_| TestEnvError::Shared("the API server thread died".into()))??;
+        self.servers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .apiserver = Some(server);
+        self.wait_ready().await
     }
 
     /// The end of the API server's log, for diagnosing a failed test.

@@ -838,6 +838,19 @@ impl Alertmanager {
         self.daemon.pid()
     }
 
+    /// Stops Alertmanager: SIGTERM, then SIGKILL after 5 s. Blocks until it has exited.
+    /// Idempotent. Its port and data directory (silences, notification log; alerts live
+    /// in memory only) stay reserved for [`restart`](Alertmanager::restart).
+    pub fn stop(&mut self) {
+        self.daemon.stop();
+    }
+
+    /// Starts Alertmanager again (stopping it first if it runs) on the same port, with
+    /// the same configuration and data directory, and waits until it is ready.
+    pub async fn restart(&mut self) -> Result<(), TestEnvError> {
+        self.daemon.restart().await
+    }
+
     /// The end of Alertmanager's log (at debug level), for diagnosing a failed test.
     pub fn log_tail(&self, lines: usize) -> String {
         self.daemon.log_tail(lines)

@@ -1,0 +1,138 @@
+//! An independent recorder for the chaos suite: its own client, straight to the API
+//! server (no fault proxy), watching the waves, plans, HTTPRoutes, routing-table
+//! ConfigMaps and the Lease of one namespace, and keeping every version it is told of
+//! with the API server's resourceVersion and the time it arrived.
+//!
+//! The API server has one etcd, so resourceVersions are one counter across every kind:
+//! ordering versions of different objects by it orders them as etcd committed them. The
+//! arrival time is never earlier than the commit, which is what the time-based checks
+//! rely on (see `invariants.rs`).
+
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::{coordination::v1::Lease, core::v1::ConfigMap};
+use kube::{
+    Api, Client,
+    runtime::{WatchStreamExt, watcher},
+};
+use switchyard::{
+    api::{CutoverPlan, MigrationWave},
+    routing::HTTPRoute,
+};
+
+/// The kinds the recorder watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Wave,
+    Plan,
+    Route,
+    Table,
+    Lease,
+}
+
+/// One version of one object as the watch delivered it; `object` is None for a deletion.
+#[derive(Clone, Debug)]
+pub struct Version {
+    pub kind: Kind,
+    pub name: String,
+    pub rv: u64,
+    pub at: Timestamp,
+    pub object: Option<serde_json::Value>,
+}
+
+/// The running watches and what they recorded.
+pub struct Recorder {
+    versions: Arc<Mutex<Vec<Version>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Recorder {
+    pub fn start(client: &Client, namespace: &str) -> Self {
+        let versions: Arc<Mutex<Vec<Version>>> = Arc::default();
+        let tasks = vec![
+            watch::<MigrationWave>(client, namespace, Kind::Wave, &versions),
+            watch::<CutoverPlan>(client, namespace, Kind::Plan, &versions),
+            watch::<HTTPRoute>(client, namespace, Kind::Route, &versions),
+            watch::<ConfigMap>(client, namespace, Kind::Table, &versions),
+            watch::<Lease>(client, namespace, Kind::Lease, &versions),
+        ];
+        Self { versions, tasks }
+    }
+
+    /// Every version so far, ordered by resourceVersion, without duplicates (a relist
+    /// after a broken watch repeats the versions it had already delivered).
+    pub fn versions(&self) -> Vec<Version> {
+        let mut all = self.versions.lock().unwrap().clone();
+        all.sort_by_key(|v| (v.rv, v.kind, v.name.clone(), v.object.is_none()));
+        all.dedup_by(|b, a| a.rv == b.rv && a.kind == b.kind && a.name == b.name);
+        all
+    }
+
+    /// The highest resourceVersion seen for `kind`/`name`.
+    pub fn latest_rv(&self, kind: Kind, name: &str) -> Option<u64> {
+        self.versions
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| v.kind == kind && v.name == name)
+            .map(|v| v.rv)
+            .max()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn watch<K>(
+    client: &Client,
+    namespace: &str,
+    kind: Kind,
+    versions: &Arc<Mutex<Vec<Version>>>,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + Send
+        + Sync
+        + 'static,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let versions = versions.clone();
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+        while let Some(event) = events.next().await {
+            let (object, deleted) = match event {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => (o, false),
+                Ok(watcher::Event::Delete(o)) => (o, true),
+                // Errors are retried by the backoff; Init and InitDone carry nothing.
+                _ => continue,
+            };
+            let meta = object.meta();
+            let Some(rv) = meta
+                .resource_version
+                .as_deref()
+                .and_then(|rv| rv.parse().ok())
+            else {
+                continue;
+            };
+            let version = Version {
+                kind,
+                name: meta.name.clone().unwrap_or_default(),
+                rv,
+                at: Timestamp::now(),
+                object: (!deleted).then(|| serde_json::to_value(&object).unwrap()),
+            };
+            versions.lock().unwrap().push(version);
+        }
+    })
+}
