@@ -9,12 +9,16 @@ SHELL := /bin/bash
 # Two cores: keep cargo and the test harness from oversubscribing them.
 export CARGO_BUILD_JOBS ?= 2
 export CARGO_TERM_COLOR ?= never
+# Incremental caches doubled the suite's target directory (3.2 GB beside 3.3 GB of test
+# binaries) and a full disk failed a CI run; a clean build gains nothing from them.
+# Plain `cargo` keeps them for local work.
+export CARGO_INCREMENTAL ?= 0
 export KUBE_VERSION ?= v1.37.2
 GATEWAY_API_VERSION ?= v1.6.3
 
 CHAOS_FAULTS ?= 200
 
-.PHONY: chaos bench test deps kube-apiserver gateway-api-crds monitoring-tools fmt-check clippy unit integration crds helm demo
+.PHONY: chaos bench test deps kube-apiserver kubectl gateway-api-crds monitoring-tools fmt-check clippy unit integration crds helm traefik demo
 
 ## test: install what is missing, then fmt check, clippy, unit and integration tests.
 test: deps fmt-check clippy unit integration
@@ -28,20 +32,26 @@ demo:
 	@echo "on an embedded control plane (or the cluster of \$$KUBECONFIG if it answers; ARGS=--embedded to stay local)"
 	@echo "with a synthetic metrics source, Prometheus, Alertmanager and the operator."
 	@echo "About 2 minutes once built (the first kube-apiserver build adds about 5, cached after). Ctrl-C stops it and cleans up."
-	@$(MAKE) --no-print-directory kube-apiserver gateway-api-crds monitoring-tools
+	@$(MAKE) --no-print-directory kube-apiserver gateway-api-crds monitoring-tools traefik
 	cargo build --locked --bins -p switchyard -p switchyard-demo
 	"$${CARGO_TARGET_DIR:-target}/debug/switchyard-demo" $(ARGS)
 
-## deps: the toolchain checks, a cached kube-apiserver, the Gateway API module, and
-## Prometheus and Alertmanager.
-deps: kube-apiserver gateway-api-crds monitoring-tools helm
+## deps: the toolchain checks, a cached kube-apiserver and kubectl, the Gateway API module,
+## Prometheus and Alertmanager, Helm, Traefik and iproute2.
+deps: kube-apiserver kubectl gateway-api-crds monitoring-tools helm traefik
 	@command -v cargo >/dev/null || { echo "cargo is required (rustup)"; exit 1; }
 	@cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 
 kube-apiserver:
 	@if [ -n "$${KUBE_APISERVER:-}" ]; then echo "using KUBE_APISERVER=$$KUBE_APISERVER"; \
-	else echo "kube-apiserver: $$(hack/build-kube-apiserver.sh)"; fi
+	else echo "kube-apiserver: $$(hack/build-kube.sh kube-apiserver)"; fi
+
+## kubectl: a cached kubectl of the same Kubernetes version (KUBECTL overrides it), for the
+## test that reads the CRDs' descriptions through `kubectl explain` (tests/explain.rs).
+kubectl:
+	@if [ -n "$${KUBECTL:-}" ]; then echo "using KUBECTL=$$KUBECTL"; \
+	else echo "kubectl: $$(hack/build-kube.sh kubectl)"; fi
 
 ## helm: a cached Helm (built from the helm.sh/helm/v3 Go module; HELM overrides it) and
 ## the prometheus-operator module, whose ServiceMonitor and PrometheusRule CRDs
@@ -49,6 +59,19 @@ kube-apiserver:
 helm:
 	@helm=$$(hack/build-helm.sh); echo "helm: $$helm"
 	@cd /tmp && go mod download github.com/prometheus-operator/prometheus-operator@v0.85.0
+
+## traefik: a cached Traefik v3.6.12 (built from its Go module by hack/build-traefik.sh;
+## TRAEFIK overrides it) for the data-plane tests (tests/data_plane.rs), and iproute2's
+## `ip`, which they use to put the backends in a network namespace.
+traefik:
+	@traefik=$$(hack/build-traefik.sh); echo "traefik: $$traefik"
+	@if ! command -v ip >/dev/null; then \
+		if [ "$$(id -u)" -eq 0 ]; then sudo=; \
+		elif command -v sudo >/dev/null; then sudo=sudo; \
+		else echo "install the Debian package iproute2 as root"; exit 1; fi; \
+		$$sudo apt-get update -qq && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2; \
+	fi
 
 gateway-api-crds:
 	@cd /tmp && go mod download sigs.k8s.io/gateway-api@$(GATEWAY_API_VERSION)

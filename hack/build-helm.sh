@@ -30,7 +30,10 @@ fi
 command -v go >/dev/null || { echo "go is required to build helm" >&2; exit 1; }
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+caches=$(mktemp -d)
+trap 'rm -rf "$work" "$caches"' EXIT
+# Only the binary is kept: the build's caches go with the throwaway directory.
+export GOCACHE="$caches/build" GOMODCACHE="$caches/mod" GOFLAGS="-modcacherw"
 
 echo "building helm $HELM_VERSION into $bin" >&2
 start=$(date +%s)
@@ -52,7 +55,7 @@ ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
 # Two cores are shared with cargo: keep the Go compiler to two jobs.
 (
   cd "$work"
-  GOBIN="$work/bin" GOMAXPROCS="${GOMAXPROCS:-2}" CGO_ENABLED=0 GOFLAGS=-mod=mod \
+  GOBIN="$work/bin" GOMAXPROCS="${GOMAXPROCS:-2}" CGO_ENABLED=0 GOFLAGS="$GOFLAGS -mod=mod" \
     go install -p 2 -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
 )
 mkdir -p "$out_dir"

@@ -32,7 +32,11 @@ fi
 command -v go >/dev/null || { echo "go is required to build traefik" >&2; exit 1; }
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+caches=$(mktemp -d)
+trap 'rm -rf "$work" "$caches"' EXIT
+# Only the binary is kept: Traefik's module sources and build cache (several GB) go with
+# the throwaway directory, so they do not fill the disk the cargo build needs.
+export GOCACHE="$caches/build" GOMODCACHE="$caches/mod" GOFLAGS="-modcacherw"
 
 echo "building traefik $TRAEFIK_VERSION into $bin (about 8 minutes on two cores, once)" >&2
 start=$(date +%s)
@@ -74,7 +78,7 @@ EOF
 # Two cores are shared with cargo: keep the Go compiler to two jobs.
 (
   cd "$work"
-  export GOMAXPROCS="${GOMAXPROCS:-2}" CGO_ENABLED=0 GOFLAGS=-mod=mod
+  export GOMAXPROCS="${GOMAXPROCS:-2}" CGO_ENABLED=0 GOFLAGS="$GOFLAGS -mod=mod"
   go mod tidy >&2
   go build -p 2 -trimpath -o "$work/traefik" \
     -ldflags "-s -w -X $module/pkg/version.Version=$TRAEFIK_VERSION -X $module/pkg/version.Codename=switchyard" \

@@ -252,6 +252,18 @@ pub struct RunOptions {
         value_parser = parse_positive_duration
     )]
     pub api_write_timeout: Duration,
+    /// Also export each wave's own phase and target weight (`switchyard_wave_phase`,
+    /// `switchyard_wave_target_weight`): eleven series per wave, so off by default;
+    /// `switchyard_waves` counts waves by namespace and phase either way.
+    #[arg(
+        long,
+        env = "SWITCHYARD_PER_WAVE_METRICS",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        value_name = "true|false"
+    )]
+    pub per_wave_metrics: bool,
 }
 
 impl RunOptions {
@@ -433,7 +445,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     } else {
         None
     };
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_per_wave_series(options.per_wave_metrics));
     let leadership = if options.leader_election {
         Leadership::elected()
     } else {

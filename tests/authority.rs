@@ -263,25 +263,33 @@ async fn a_gate_counts_only_passes_recorded_while_it_existed_by_its_own_approver
         .await
         .unwrap();
     let trainer_groups = groups_of(&trainer).await;
-    let mut current = Api::<CutoverPlan>::namespaced(trainer.clone(), &ns)
-        .get("crm")
-        .await
-        .unwrap();
-    current.spec.actions.push(
-        serde_json::from_value(json!({"type": "PassGate", "gate": "training", "user": "tom", "groups": trainer_groups}))
-            .unwrap(),
-    );
-    Api::<CutoverPlan>::namespaced(trainer, &ns)
-        .patch(
-            "crm",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"metadata": {"resourceVersion": current.metadata.resource_version},
-                                 "spec": {"actions": current.spec.actions}}),
-            ),
-        )
-        .await
-        .expect("the gate's own approver passes it");
+    let trainer_plans = Api::<CutoverPlan>::namespaced(trainer, &ns);
+    let pass = serde_json::from_value(
+        json!({"type": "PassGate", "gate": "training", "user": "tom", "groups": trainer_groups}),
+    )
+    .unwrap();
+    // The append is on condition of the version read, and the controller's status writes
+    // change it: on a conflict, read again and append again, as kubectl-wave does.
+    let mut attempts = 0;
+    loop {
+        let mut current = trainer_plans.get("crm").await.unwrap();
+        current.spec.actions.push(Clone::clone(&pass));
+        let appended = trainer_plans
+            .patch(
+                "crm",
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"metadata": {"resourceVersion": current.metadata.resource_version},
+                                     "spec": {"actions": current.spec.actions}}),
+                ),
+            )
+            .await;
+        match appended {
+            Ok(_) => break,
+            Err(kube::Error::Api(status)) if status.code == 409 && attempts < 10 => attempts += 1,
+            Err(err) => panic!("the gate's own approver passes it: {err}"),
+        }
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let status = plan_api

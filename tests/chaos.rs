@@ -106,6 +106,8 @@ struct Replica {
     operator: Option<Operator>,
     proxy: FaultProxy,
     stopped: bool,
+    /// Where each incarnation's log is kept (beside the timeline).
+    logs: std::path::PathBuf,
 }
 
 impl Replica {
@@ -124,7 +126,8 @@ impl Replica {
         let path = dir.join(format!("kubeconfig-{identity}"));
         std::fs::write(&path, yaml).unwrap();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.operator = Some(Operator::start(&path, &identity, &args));
+        let log = self.logs.join(format!("{identity}.log"));
+        self.operator = Some(Operator::start(&path, &identity, &args).keeping_log_at(log));
         self.stopped = false;
     }
 
@@ -617,6 +620,10 @@ async fn chaos_keeps_every_invariant() {
     let seed = env_number("SWITCHYARD_CHAOS_SEED").unwrap_or_else(rand::random);
     let faults = env_number("SWITCHYARD_CHAOS_FAULTS").unwrap_or(30) as usize;
     println!("chaos seed={seed} faults={faults}");
+    // The timeline, the audit log and every replica's log, for reading a violation
+    // after the fact.
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chaos-{seed}"));
+    std::fs::create_dir_all(&artifacts).unwrap();
     let mut rng = StdRng::seed_from_u64(seed);
     let started = Instant::now();
 
@@ -668,6 +675,10 @@ async fn chaos_keeps_every_invariant() {
         &format!("{}s", LEASE.as_secs()),
         "--prometheus-url",
         &prometheus.url(),
+        // As the chart runs it: each new leader reads the firing alerts from
+        // Alertmanager, because the notifications went to the replica it replaces.
+        "--alertmanager-url",
+        &alertmanager.url(),
         "--receiver-token-file",
         token_file.to_str().unwrap(),
     ]
@@ -682,6 +693,7 @@ async fn chaos_keeps_every_invariant() {
             operator: None,
             proxy: FaultProxy::start(plane.apiserver_addr()).await.unwrap(),
             stopped: false,
+            logs: artifacts.clone(),
         };
         replica.start(dir.path(), &args);
         replicas.push(replica);
@@ -987,8 +999,7 @@ async fn chaos_keeps_every_invariant() {
     let audit = std::fs::read_to_string(plane.audit_log_path()).unwrap_or_default();
     let versions = recorder.versions();
     // The whole timeline, for reading a violation after the fact.
-    let timeline = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chaos-{seed}"));
-    std::fs::create_dir_all(&timeline).unwrap();
+    let timeline = artifacts;
     let lines: Vec<String> = versions
         .iter()
         .map(|v| {
@@ -1099,7 +1110,10 @@ async fn chaos_keeps_every_invariant() {
         fencing.handovers_recorded
     );
     println!("final: {}", final_phases.join(", "));
-    println!("timeline and audit log: {}", timeline.display());
+    println!(
+        "timeline, audit log and replica logs: {}",
+        timeline.display()
+    );
     println!("invariant checks made: {}", report.total_checks());
     for (check, n) in &report.checks {
         println!("  {check}: {n}");

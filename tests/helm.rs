@@ -248,6 +248,8 @@ fn the_schema_refuses_unknown_keys_and_values_outside_their_enums() {
             "maxConcurrentReconciles: 0\n",
             "at '/maxConcurrentReconciles'",
         ),
+        ("apiWriteTimeout: 5\n", "at '/apiWriteTimeout'"),
+        ("perWaveMetrics: yes please\n", "at '/perWaveMetrics'"),
     ];
     for (index, (values, expected)) in cases.iter().enumerate() {
         let file = dir.path().join(format!("bad-{index}.yaml"));
@@ -324,6 +326,8 @@ fn default_values_render_a_hardened_highly_available_operator() {
         "--identity=$(POD_NAME)",
         "--prometheus-timeout=5s",
         "--prometheus-max-concurrent=8",
+        "--api-write-timeout=5s",
+        "--per-wave-metrics=false",
     ] {
         assert!(
             args.contains(&expected.to_owned()),
@@ -494,6 +498,8 @@ fn every_option_renders_where_it_belongs() {
         "--prometheus-timeout=3s",
         "--prometheus-max-concurrent=16",
         "--receiver-token-file=/etc/switchyard/receiver/token",
+        "--api-write-timeout=2s",
+        "--per-wave-metrics=true",
     ] {
         assert!(
             args.contains(&expected.to_owned()),

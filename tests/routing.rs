@@ -290,6 +290,68 @@ async fn a_route_switchyard_does_not_own_is_left_alone() {
     assert_eq!(after.spec, before.spec);
 }
 
+/// The target weight of the cohort rule of a stored route.
+fn target_weight(route: &HTTPRoute) -> Option<i32> {
+    route.spec.rules[0]
+        .backend_refs
+        .iter()
+        .find(|backend| backend.name == "crm-next")
+        .map(|backend| backend.weight)
+}
+
+fn is_conflict(error: &RoutingError) -> bool {
+    matches!(error, RoutingError::Write { source, .. } if source.is_conflict())
+}
+
+/// The alert lane reads a wave's route beside the wave and deletes it later from that
+/// read. A route changed since, or deleted and made again under the same name, is
+/// refused with a conflict (on which the lane decides again from fresh reads), and is
+/// never deleted on the strength of the older read.
+#[tokio::test]
+async fn a_removal_from_an_older_read_is_refused_and_one_from_a_fresh_read_deletes() {
+    let (client, ns) = admin_in_fresh_namespace("route-stale-read").await;
+    let router = GatewayRouter::new(client.clone());
+    let routes = routes(&client, &ns);
+    let wave = gateway_wave(&ns, "support", "support");
+    let name = route_name("support");
+    router.apply(&wave, &state(10, false, false)).await.unwrap();
+
+    // Changed since the read (a newer leader moved the weight on).
+    let older = routes.get_metadata_opt(&name).await;
+    router.apply(&wave, &state(50, false, false)).await.unwrap();
+    let error = router.remove_read(&ns, "support", older).await.unwrap_err();
+    assert!(is_conflict(&error), "{error:?}");
+    let kept = routes.get(&name).await.unwrap();
+    assert_eq!(target_weight(&kept), Some(50), "the newer route stays");
+
+    // Replaced since the read: same name, another object.
+    let older = routes.get_metadata_opt(&name).await;
+    routes.delete(&name, &Default::default()).await.unwrap();
+    router.apply(&wave, &state(50, false, false)).await.unwrap();
+    let replaced = routes.get(&name).await.unwrap();
+    assert_ne!(replaced.metadata.uid, kept.metadata.uid);
+    let error = router.remove_read(&ns, "support", older).await.unwrap_err();
+    assert!(is_conflict(&error), "{error:?}");
+    assert_eq!(
+        routes.get(&name).await.unwrap().metadata.uid,
+        replaced.metadata.uid,
+        "the new route stays"
+    );
+
+    // Read afresh: deleted. Read when there was none: nothing to do.
+    let fresh = routes.get_metadata_opt(&name).await;
+    assert_eq!(
+        router.remove_read(&ns, "support", fresh).await.unwrap(),
+        Written::Changed
+    );
+    assert!(routes.get_opt(&name).await.unwrap().is_none());
+    let none = routes.get_metadata_opt(&name).await;
+    assert_eq!(
+        router.remove_read(&ns, "support", none).await.unwrap(),
+        Written::Unchanged
+    );
+}
+
 #[tokio::test]
 async fn waves_of_one_plan_never_touch_each_others_routes() {
     let (client, ns) = admin_in_fresh_namespace("route-two-waves").await;

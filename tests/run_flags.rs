@@ -42,6 +42,7 @@ fn every_setting_falls_back_to_its_environment_variable() {
         "SWITCHYARD_LEASE_DURATION",
         "SWITCHYARD_MAX_CONCURRENT_RECONCILES",
         "SWITCHYARD_API_WRITE_TIMEOUT",
+        "SWITCHYARD_PER_WAVE_METRICS",
         "POD_NAME",
         "POD_NAMESPACE",
     ] {
@@ -62,6 +63,10 @@ fn every_setting_falls_back_to_its_environment_variable() {
     assert_eq!(defaults.max_concurrent_reconciles, 32);
     assert_eq!(defaults.api_write_timeout, Duration::from_secs(5));
     assert!(
+        !defaults.per_wave_metrics,
+        "per-wave series are off by default"
+    );
+    assert!(
         defaults
             .identity()
             .ends_with(&format!("-{}", std::process::id()))
@@ -76,6 +81,7 @@ fn every_setting_falls_back_to_its_environment_variable() {
     set("SWITCHYARD_LEASE_DURATION", "9s");
     set("SWITCHYARD_MAX_CONCURRENT_RECONCILES", "4");
     set("SWITCHYARD_API_WRITE_TIMEOUT", "2s");
+    set("SWITCHYARD_PER_WAVE_METRICS", "true");
     set("POD_NAME", "switchyard-5d8f7-x2x9q");
     set("POD_NAMESPACE", "switchyard-system");
     let from_env = parse(&[]);
@@ -88,6 +94,7 @@ fn every_setting_falls_back_to_its_environment_variable() {
     assert!(!from_env.leader_election);
     assert_eq!(from_env.max_concurrent_reconciles, 4);
     assert_eq!(from_env.api_write_timeout, Duration::from_secs(2));
+    assert!(from_env.per_wave_metrics);
     let lease = from_env.lease();
     assert_eq!(lease.name, "switchyard-crm");
     assert_eq!(lease.duration, Duration::from_secs(9));
@@ -132,6 +139,7 @@ fn every_setting_falls_back_to_its_environment_variable() {
         "a write must have some time"
     );
     set("SWITCHYARD_API_WRITE_TIMEOUT", "2s");
+    set("SWITCHYARD_PER_WAVE_METRICS", "true");
     set("SWITCHYARD_LEASE_DURATION", "1s");
     assert!(Cli::try_parse_from(["switchyard"]).is_err());
 }

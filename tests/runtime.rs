@@ -572,7 +572,14 @@ async fn metrics_follow_a_wave_and_a_real_prometheus_scrapes_them() {
     let operator = Operator::start(
         plane.kubeconfig_path(),
         "only",
-        &["--namespaces", &ns, "--lease-namespace", &ns],
+        &[
+            "--namespaces",
+            &ns,
+            "--lease-namespace",
+            &ns,
+            "--per-wave-metrics",
+            "true",
+        ],
     );
     let prometheus = Prometheus::start(operator.addr, "", None).await.unwrap();
     eventually(Duration::from_secs(30), "the replica leads", || {
@@ -648,6 +655,17 @@ async fn metrics_follow_a_wave_and_a_real_prometheus_scrapes_them() {
         phases.contains(&"Progressing".to_owned()),
         "phases seen: {phases:?}"
     );
+    // The count by namespace and phase, which is there without --per-wave-metrics too.
+    let namespace = [("namespace", ns.as_str())];
+    let counts = last.series("switchyard_waves", &namespace);
+    assert_eq!(counts.len(), 10, "one series per phase: {counts:?}");
+    let completed: Vec<_> = counts.iter().filter(|s| s.value != 0.0).collect();
+    assert!(
+        completed.len() == 1
+            && completed[0].labels["phase"] == "Completed"
+            && completed[0].value == 1.0,
+        "{counts:?}"
+    );
     let all_phases = last.series("switchyard_wave_phase", &labels);
     assert_eq!(all_phases.len(), 10, "one series per phase");
     assert_eq!(
@@ -701,6 +719,8 @@ async fn metrics_follow_a_wave_and_a_real_prometheus_scrapes_them() {
         .delete("support-emea", &DeleteParams::default())
         .await
         .unwrap();
+    // Its own series, and its namespace's counts: it was the namespace's only wave.
+    let ns_ref = &ns;
     eventually(
         Duration::from_secs(30),
         "the wave's series are gone",
@@ -709,7 +729,10 @@ async fn metrics_follow_a_wave_and_a_real_prometheus_scrapes_them() {
             let left: Vec<&Sample> = metrics
                 .samples
                 .iter()
-                .filter(|s| s.labels.get("wave").map(String::as_str) == Some("support-emea"))
+                .filter(|s| {
+                    s.labels.get("wave").map(String::as_str) == Some("support-emea")
+                        || s.labels.get("namespace") == Some(ns_ref)
+                })
                 .collect();
             if left.is_empty() {
                 Ok(())

@@ -32,6 +32,8 @@ use switchyard_testenv::{Exporter, Prometheus};
 use crate::env::{HANDOFF_FAILURES, Operator, REGION_LABEL, TEAM_LABEL};
 use crate::error::DemoError;
 use crate::screen::{Mode, Screen, since};
+use crate::traffic::Traffic;
+use crate::traffic_view::{self, Report};
 
 /// The wave whose cohort the incident hits.
 pub const VICTIM: &str = "sales-emea";
@@ -91,6 +93,8 @@ pub struct Parts<'a> {
     pub incident_task: &'a mut Option<tokio::task::JoinHandle<()>>,
     /// The operator, checked on every tick.
     pub operator: &'a mut Operator,
+    /// The load generator, when the demo runs a data plane.
+    pub traffic: Option<&'a mut Traffic>,
 }
 
 /// A rollback the demo saw.
@@ -119,8 +123,6 @@ pub struct Record {
     pub gates: Vec<String>,
     /// Waves retried.
     pub retries: Vec<String>,
-    /// Automatic pauses resumed.
-    pub resumes: Vec<String>,
     /// Rollbacks seen.
     pub rollbacks: Vec<Rollback>,
     /// The waves the plan held after the rollback.
@@ -137,6 +139,8 @@ pub struct Finish {
     pub waves: Vec<(String, WavePhase, i32)>,
     /// The plan's final phase.
     pub plan_phase: Option<PlanPhase>,
+    /// What the gateway measured, when the demo ran a data plane.
+    pub traffic: Option<Report>,
 }
 
 impl Finish {
@@ -171,7 +175,13 @@ impl Finish {
                 unfinished.join(", ")
             ));
         }
-        None
+        let traffic = self.traffic.as_ref().map(|r| r.failures.clone());
+        traffic.filter(|f| !f.is_empty()).map(|f| {
+            format!(
+                "the measured traffic disagrees with the routing: {}",
+                f.join("; ")
+            )
+        })
     }
 }
 
@@ -206,7 +216,6 @@ pub struct Director<'a> {
     approvals: BTreeSet<(String, i32, i32)>,
     awaiting_since: BTreeMap<(String, i32, i32), Instant>,
     gates: BTreeSet<String>,
-    resumed: BTreeSet<(String, i32, String)>,
     held_noted: BTreeSet<(String, i32, i32)>,
     incident: Incident,
     alert_states: BTreeSet<(String, String)>,
@@ -234,7 +243,6 @@ impl<'a> Director<'a> {
             approvals: BTreeSet::new(),
             awaiting_since: BTreeMap::new(),
             gates: BTreeSet::new(),
-            resumed: BTreeSet::new(),
             held_noted: BTreeSet::new(),
             incident: Incident::Armed,
             alert_states: BTreeSet::new(),
@@ -291,6 +299,7 @@ impl<'a> Director<'a> {
                 .as_ref()
                 .and_then(|p| p.status.as_ref())
                 .map(|s| s.phase),
+            traffic: None,
         }
     }
 
@@ -323,6 +332,9 @@ impl<'a> Director<'a> {
             }
             self.parts.operator.check_running()?;
             self.observe()?;
+            if let Some(line) = self.parts.traffic.as_mut().and_then(|t| t.rollback_event()) {
+                self.parts.screen.event_in(Tone::Good, &line);
+            }
             self.act().await?;
             self.show(false);
             if self.completed_at.is_none() && self.all_completed() {
@@ -389,9 +401,20 @@ impl<'a> Director<'a> {
         };
         let waves: Vec<MigrationWave> = self.waves.values().cloned().collect();
         let header = self.ctx.header.clone();
+        let table = self
+            .parts
+            .traffic
+            .as_deref()
+            .map(|t| traffic_view::snapshot(t, &self.waves));
         self.parts.screen.show(
             &header,
-            |style| view::plan_view(&plan, &waves, Timestamp::now(), style),
+            |style| {
+                let plan = view::plan_view(&plan, &waves, Timestamp::now(), style);
+                match &table {
+                    Some(table) => plan + &table.render(style),
+                    None => plan,
+                }
+            },
             force,
         );
     }
@@ -464,6 +487,11 @@ impl<'a> Director<'a> {
             };
             let status = wave.status.clone().unwrap_or_default();
             let now = (status.phase, status.attempt);
+            if matches!(now.0, WavePhase::RollingBack | WavePhase::RolledBack)
+                && let Some(traffic) = self.parts.traffic.as_mut()
+            {
+                traffic.rolled_back(&name);
+            }
             let before = self.seen.insert(name.clone(), now);
             if before == Some(now) || (before.is_none() && now.0 == WavePhase::Pending) {
                 continue;
@@ -579,7 +607,7 @@ impl<'a> Director<'a> {
         }
         self.pass_gates().await?;
         self.incident_step().await?;
-        self.resume_automatic_pauses().await?;
+        self.refuse_automatic_pauses()?;
         self.approve().await?;
         self.parts.screen.waiting_for = self.waiting_for();
         Ok(())
@@ -735,54 +763,27 @@ impl<'a> Director<'a> {
         Ok(())
     }
 
-    /// A wave paused on its own (no data, a query error) waits for a person: the demo's
-    /// release manager resumes it, and the summary counts it.
-    async fn resume_automatic_pauses(&mut self) -> Result<(), DemoError> {
-        let paused: Vec<(String, i32, String, String)> = self
-            .waves
-            .iter()
-            .filter_map(|(name, wave)| {
-                let status = wave.status.as_ref()?;
-                if status.phase != WavePhase::Paused {
-                    return None;
-                }
-                let c = cond::get(&status.conditions, cond::PAUSED)?;
-                (c.status == "True" && c.reason != cond::reason::MANUAL_PAUSE).then(|| {
-                    (
-                        name.clone(),
-                        status.attempt,
-                        c.last_transition_time.0.to_string(),
-                        format!("{}: {}", c.reason, c.message),
-                    )
-                })
-            })
-            .collect();
-        for (name, attempt, since, why) in paused {
-            let key = (name.clone(), attempt, since);
-            if self.resumed.contains(&key) {
+    /// A wave that paused on its own (no data, a query error, a metric whose onFailure is
+    /// Pause) waits for a person: that is the fail-safe the product promises, so the
+    /// demo never resumes it; it stops and says why instead.
+    fn refuse_automatic_pauses(&self) -> Result<(), DemoError> {
+        for (name, wave) in &self.waves {
+            let Some(status) = wave
+                .status
+                .as_ref()
+                .filter(|s| s.phase == WavePhase::Paused)
+            else {
                 continue;
-            }
-            self.parts.screen.event_in(
-                Tone::Warn,
-                &format!(
-                    "{name} paused by itself ({why}); the release manager looks and resumes it"
-                ),
-            );
-            let message = "checked: a transient monitoring blip".to_owned();
-            let display = format!("resume {name} -n {} -m \"{message}\"", self.ctx.namespace);
-            let command = Command::Resume {
-                wave: name.clone(),
-                message: Some(message),
             };
-            match self.kubectl_wave(command, &display).await? {
-                Acted::Recorded => {
-                    self.resumed.insert(key);
-                    self.record.resumes.push(format!("{name} ({why})"));
-                }
-                Acted::Skipped => {
-                    self.resumed.insert(key);
-                }
-                Acted::Transient => return Ok(()),
+            if let Some(c) = cond::get(&status.conditions, cond::PAUSED)
+                && c.status == "True"
+                && c.reason != cond::reason::MANUAL_PAUSE
+            {
+                return Err(DemoError::PausedByItself {
+                    wave: name.clone(),
+                    reason: c.reason.clone(),
+                    message: c.message.clone(),
+                });
             }
         }
         Ok(())
@@ -907,6 +908,7 @@ impl<'a> Director<'a> {
             }
             Incident::Injecting(since) => {
                 self.watch_alerts().await;
+                self.watch_breach().await;
                 if since.elapsed() > INCIDENT_LIMIT {
                     return Err(DemoError::Stalled(format!(
                         "{VICTIM} was not rolled back within {}s of its hand-offs failing",
@@ -1043,6 +1045,9 @@ impl<'a> Director<'a> {
         };
         match self.kubectl_wave(command, &display).await? {
             Acted::Recorded => {
+                if let Some(traffic) = self.parts.traffic.as_mut() {
+                    traffic.retried();
+                }
                 self.record.retries.push(VICTIM.into());
                 self.milestone(&format!("{VICTIM} retried"));
                 self.incident = Incident::Over;
@@ -1063,6 +1068,36 @@ impl<'a> Director<'a> {
             .map(|w| w.name.clone())
             .collect();
         (status.phase == PlanPhase::Paused && !held.is_empty()).then_some(held)
+    }
+
+    /// Notes when Prometheus first answers the victim's metric above its ceiling: the
+    /// breach the gateway's rollback time is measured from.
+    async fn watch_breach(&mut self) {
+        let Some(traffic) = self.parts.traffic.as_deref() else {
+            return;
+        };
+        if traffic.breached_at().is_some() || Instant::now() < self.next_metric_query {
+            return;
+        }
+        self.next_metric_query = Instant::now() + Duration::from_millis(200);
+        let Some((query, max)) = self.incident_query() else {
+            return;
+        };
+        let Ok(samples) = self.parts.prometheus.query(&query).await else {
+            return;
+        };
+        if let Some(value) = samples.first().map(|s| s.value).filter(|v| *v > max)
+            && let Some(traffic) = self.parts.traffic.as_mut()
+        {
+            traffic.breached();
+            self.parts.screen.event_in(
+                Tone::Bad,
+                &format!(
+                    "Prometheus: {INCIDENT_METRIC} of {VICTIM} is {value:.1}, above its ceiling {max}: the breach (the analysis acts after failureLimit evaluations in a row)"
+                ),
+            );
+            self.milestone(&format!("{INCIDENT_METRIC} breaches"));
+        }
     }
 
     /// Reports the incident's alerts as Prometheus sees them (pending, firing, gone).
@@ -1183,20 +1218,11 @@ pub fn print_summary(screen: &mut Screen, finish: &Finish, started: Instant) {
     }
     let approvals: usize = finish.record.approvals.values().sum();
     screen.say(&format!(
-        "  release manager: {} gate pass(es) ({}), {approvals} approvals, {} retry ({}){}",
+        "  release manager: {} gate pass(es) ({}), {approvals} approvals, {} retry ({})",
         finish.record.gates.len(),
         finish.record.gates.join(", "),
         finish.record.retries.len(),
         finish.record.retries.join(", "),
-        if finish.record.resumes.is_empty() {
-            String::new()
-        } else {
-            format!(
-                ", {} resume(s) of automatic pauses ({})",
-                finish.record.resumes.len(),
-                finish.record.resumes.join("; ")
-            )
-        }
     ));
     if let Some(held) = &finish.record.held {
         screen.say(&format!(
@@ -1209,6 +1235,9 @@ pub fn print_summary(screen: &mut Screen, finish: &Finish, started: Instant) {
             "  alerts seen during the incident: {}",
             finish.record.alerts.join(", ")
         ));
+    }
+    for line in finish.traffic.iter().flat_map(|r| r.lines()) {
+        screen.say(&format!("  {line}"));
     }
     let timeline: Vec<String> = finish
         .record

@@ -31,6 +31,7 @@ use switchyard_testenv::{Alertmanager, ControlPlane, Exporter, Prometheus, TestE
 
 use crate::error::DemoError;
 use crate::screen::Screen;
+use crate::traffic::Traffic;
 
 /// The field manager of everything the demo applies.
 pub const FIELD_MANAGER: &str = "switchyard-demo";
@@ -68,6 +69,8 @@ pub struct Environment {
     pub prometheus: Option<Prometheus>,
     /// The operator.
     pub operator: Option<Operator>,
+    /// The load generator and the data plane it sends through.
+    pub traffic: Option<Traffic>,
 }
 
 impl Environment {
@@ -84,6 +87,7 @@ impl Environment {
             alertmanager: None,
             prometheus: None,
             operator: None,
+            traffic: None,
         }
     }
 
@@ -139,6 +143,16 @@ impl Environment {
             let pid = operator.pid;
             let how = operator.stop().await;
             lines.push(format!("stopped the operator (pid {pid}, {how})"));
+        }
+        if let Some(mut traffic) = self.traffic.take() {
+            traffic.stop().await;
+            let (netns, _) = traffic.plane().netns();
+            let line = format!(
+                "stopped the load generator, Traefik and the echo backends; deleted the network namespace {netns}"
+            );
+            // Before the control plane: Traefik watches its API server until it stops.
+            drop(traffic);
+            lines.push(line);
         }
         if let Some(mut prometheus) = self.prometheus.take() {
             let pid = prometheus.pid();

@@ -110,6 +110,19 @@ pub enum DemoError {
         /// Its message.
         message: String,
     },
+    /// A wave paused by itself: the demo does not resume the fail-safe.
+    #[error(
+        "wave {wave} paused by itself ({reason}: {message}); a person must look before it goes on, \
+         so the demo stops here rather than resume it"
+    )]
+    PausedByItself {
+        /// The wave.
+        wave: String,
+        /// The Paused condition's reason (NoData, QueryError, MetricBreached).
+        reason: String,
+        /// Its message.
+        message: String,
+    },
 }
 
 impl DemoError {

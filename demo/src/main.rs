@@ -9,8 +9,11 @@
 mod director;
 mod env;
 mod error;
+mod gateway;
 mod rewrite;
 mod screen;
+mod traffic;
+mod traffic_view;
 
 use std::{
     io::{IsTerminal, Write as _},
@@ -39,6 +42,8 @@ use crate::env::{Choice, Environment, Operator, OperatorSettings};
 use crate::error::{DemoError, details, one_line};
 use crate::rewrite::{Example, Scale, Settings};
 use crate::screen::{Mode, Screen, since};
+use crate::traffic::Traffic;
+use crate::traffic_view::Report;
 
 /// The default time scale: one real day in two seconds.
 const DEFAULT_SCALE: u64 = 43_200;
@@ -48,6 +53,9 @@ const CI_TIMEOUT: Duration = Duration::from_secs(8 * 60);
 const FREEZE_HORIZON: Duration = Duration::from_secs(30 * 60);
 /// How long Prometheus may take to have a first answer for every query.
 const DATA_WAIT: Duration = Duration::from_secs(60);
+/// How long every cohort's requests may take to reach the target once all waves completed
+/// (Traefik applies route changes asynchronously).
+const ON_TARGET_WAIT: Duration = Duration::from_secs(10);
 
 /// The CRM unification example, migrated cohort by cohort in a few minutes.
 #[derive(Debug, Parser)]
@@ -245,11 +253,24 @@ async fn run(
         exporter,
         incident_task: &mut env.incident,
         operator,
+        traffic: env.traffic.as_mut(),
     };
-    Director::new(ctx, parts)
-        .run()
-        .await
-        .map_err(|(err, finish)| (err, Some(finish)))
+    let result = Director::new(ctx, parts).run().await;
+    let Some(traffic) = env.traffic.as_ref() else {
+        return result.map_err(|(err, finish)| (err, Some(finish)));
+    };
+    match result {
+        Ok(mut finish) => {
+            let on_target = traffic.wait_all_on_target(ON_TARGET_WAIT).await;
+            finish.traffic = Some(Report::new(traffic, on_target, director::VICTIM));
+            Ok(finish)
+        }
+        Err((err, mut finish)) => {
+            let unfinished = Err("the demo stopped before every wave completed".to_owned());
+            finish.traffic = Some(Report::new(traffic, unfinished, director::VICTIM));
+            Err((err, Some(finish)))
+        }
+    }
 }
 
 /// Where the demo runs, once connected.
@@ -291,6 +312,8 @@ async fn setup(
     );
 
     let example = Example::load(&args.example)?;
+    let backends = gateway::Backends::of(&example)?;
+    let mut data_plane = None;
     let (rules, rules_note) = match example.scaled_alert_rules(scale)? {
         Some((rules, note)) => (rules, note),
         None => (
@@ -415,6 +438,34 @@ async fn setup(
             let policies = env::install_policies(&client).await?;
             env.screen.say(&format!("  installed         {policies}"));
             milestone("control plane ready");
+            match (gateway::unavailable(true), &env.plane) {
+                (None, Some(plane)) => {
+                    let started_at = Instant::now();
+                    let plane = gateway::start(plane, &backends).await?;
+                    let (netns, addr) = plane.netns();
+                    env.screen.say(&format!(
+                        "  data plane        Traefik on {} for Host {}, Gateway {} and base route {} to {}, in namespace {}; \
+                         echo backends {} at {addr} (network namespace {netns}), ready in {:.1}s",
+                        plane.gateway_addr(),
+                        plane.hostname(),
+                        switchyard_testenv::GATEWAY,
+                        switchyard_testenv::BASE_ROUTE,
+                        backends.legacy,
+                        plane.namespace(),
+                        plane.backend_addrs().keys().cloned().collect::<Vec<_>>().join(", "),
+                        started_at.elapsed().as_secs_f64()
+                    ));
+                    milestone("data plane ready");
+                    data_plane = Some(plane);
+                }
+                (why, _) => env.screen.say_in(
+                    Tone::Warn,
+                    &format!(
+                        "  traffic           {}",
+                        why.unwrap_or("no traffic: no control plane")
+                    ),
+                ),
+            }
             Cluster {
                 client,
                 embedded: true,
@@ -422,11 +473,15 @@ async fn setup(
                 plugin_kubeconfig: Some(kubeconfig),
                 gateway_api: true,
                 role_bindings: true,
-                namespace: example
-                    .documents
-                    .iter()
-                    .find(|d| d.kind() == "Namespace")
-                    .map_or("crm".to_owned(), |d| d.name().to_owned()),
+                // The data plane's Traefik watches only the namespace it made.
+                namespace: match &data_plane {
+                    Some(plane) => plane.namespace().to_owned(),
+                    None => example
+                        .documents
+                        .iter()
+                        .find(|d| d.kind() == "Namespace")
+                        .map_or("crm".to_owned(), |d| d.name().to_owned()),
+                },
             }
         }
         None => {
@@ -461,6 +516,10 @@ async fn setup(
                 "  admission policies  not installed on your cluster (they are cluster-wide): approvals and gate passes \
                  are checked only if you installed them (kubectl apply -f policies/)",
             );
+            if let Some(why) = gateway::unavailable(false) {
+                env.screen
+                    .say_in(Tone::Warn, &format!("  traffic           {why}"));
+            }
             let namespace = format!("switchyard-demo-{:08x}", rand::random::<u32>());
             let (kubeconfig_env, plugin_kubeconfig) = match &choice {
                 Choice::Kubeconfig(path) => (Some(path.clone()), Some(path.clone())),
@@ -492,6 +551,9 @@ async fn setup(
         me: me.clone(),
         gateway_api: cluster.gateway_api,
         role_bindings: cluster.role_bindings,
+        data_plane_gateway: data_plane
+            .as_ref()
+            .map(|_| switchyard_testenv::GATEWAY.to_owned()),
         now: Timestamp::now(),
         horizon: timeout.unwrap_or(FREEZE_HORIZON),
     })?;
@@ -505,6 +567,13 @@ async fn setup(
     );
     for line in &rewritten.notes {
         env.screen.say(&format!("  {line}"));
+    }
+    if let Some(plane) = data_plane {
+        let cohorts = traffic::cohorts(&rewritten.waves, &backends);
+        let traffic = Traffic::start(plane, backends.clone(), cohorts);
+        env.screen.say_in(Tone::Bold, "Traffic:");
+        env.screen.say(&format!("  {}", traffic.describe()));
+        env.traffic = Some(traffic);
     }
 
     // Every query answers before the plan exists, so that the first evaluation is healthy

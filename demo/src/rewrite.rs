@@ -15,6 +15,7 @@
 //! | `approvers`, `rollbackAuthority` (and any step's or gate's own approvers) | the demo's user added |
 //! | namespace | `crm` on the embedded control plane; `switchyard-demo-<random>` on a cluster |
 //! | Gateway and HTTPRoute, `spec.routing.gatewayAPI` | kept; on a cluster without the Gateway API CRDs, dropped for `configMap: {name: crm-routing}` |
+//! | with a data plane: Services, Gateway, base HTTPRoute, `parentRefs` | the data plane's own (not applied); `parentRefs` name its Gateway |
 //! | RoleBindings | kept, unless the ClusterRoles they bind are missing (a cluster where `policies/rbac.yaml` is not installed) |
 
 use std::{
@@ -30,7 +31,7 @@ use serde_json::Value;
 use switchyard::{
     api::{
         AnalysisSpec, ConfigMapRouting, CutoverPlan, DurationParseError, DurationString,
-        MigrationWave, Routing, Subjects,
+        MigrationWave, ParentRef, Routing, Subjects,
     },
     engine::freeze,
 };
@@ -334,6 +335,9 @@ pub struct Settings {
     pub gateway_api: bool,
     /// Whether the ClusterRoles that the RoleBindings bind exist.
     pub role_bindings: bool,
+    /// The data plane's Gateway, when the demo runs one: it brings its own Services
+    /// (with endpoints), Gateway and base route, so the example's are not applied.
+    pub data_plane_gateway: Option<String>,
     /// Now.
     pub now: Timestamp,
     /// How long the demo may run: a freeze window that opens before `now + horizon` is dropped.
@@ -496,6 +500,7 @@ impl Example {
         let mut waves = Vec::new();
         let mut skipped_routes: Vec<String> = Vec::new();
         let mut skipped_bindings: Vec<String> = Vec::new();
+        let mut replaced: Vec<String> = Vec::new();
         let mut renamed_from: Option<String> = None;
         for document in &self.documents {
             let mut value = document.value.clone();
@@ -505,6 +510,10 @@ impl Example {
                         renamed_from = Some(document.name().to_owned());
                     }
                     value["metadata"]["name"] = Value::String(settings.namespace.clone());
+                }
+                "Service" | "Gateway" | "HTTPRoute" if settings.data_plane_gateway.is_some() => {
+                    replaced.push(format!("{} {}", document.kind(), document.name()));
+                    continue;
                 }
                 "Gateway" | "HTTPRoute" if !settings.gateway_api => {
                     skipped_routes.push(format!("{} {}", document.kind(), document.name()));
@@ -590,6 +599,12 @@ impl Example {
             head.push(format!(
                 "not applied: {} (no Gateway API on this cluster)",
                 skipped_routes.join(", ")
+            ));
+        }
+        if !replaced.is_empty() {
+            head.push(format!(
+                "not applied: {} (the data plane has its own Services with endpoints, Gateway and base route)",
+                replaced.join(", ")
             ));
         }
         if !skipped_bindings.is_empty() {
@@ -760,6 +775,22 @@ fn rewrite_plan(
         "approvers and rollbackAuthority: + user {} (the demo acts as the release manager)",
         settings.me
     ));
+    if let (Some(gateway), Some(routing)) = (
+        &settings.data_plane_gateway,
+        spec.routing.gateway_api.as_mut(),
+    ) {
+        // The data plane's Gateway has one listener, for every hostname: no sectionName.
+        routing.parent_refs = vec![ParentRef {
+            name: gateway.clone(),
+            namespace: None,
+            section_name: None,
+            port: None,
+        }];
+        notes.push(format!(
+            "routing: parentRefs → the data plane's Gateway {gateway}; hostnames kept ({})",
+            routing.hostnames.join(", ")
+        ));
+    }
     if !settings.gateway_api && spec.routing.gateway_api.is_some() {
         spec.routing = Routing {
             gateway_api: None,
@@ -818,6 +849,7 @@ mod tests {
             me: "switchyard-admin".into(),
             gateway_api: true,
             role_bindings: true,
+            data_plane_gateway: None,
             now: now.parse().unwrap(),
             horizon: Duration::from_secs(600),
         }
@@ -990,6 +1022,24 @@ mod tests {
             "{:?}",
             rewritten.notes
         );
+    }
+
+    #[test]
+    fn with_a_data_plane_its_gateway_replaces_the_examples() {
+        let mut settings = settings("2026-05-01T12:00:00Z");
+        settings.namespace = "data-plane-0a1b2c3d".into();
+        settings.data_plane_gateway = Some("gateway".into());
+        let rewritten = example().rewrite(&settings).unwrap();
+        let routing = rewritten.plan.spec.routing.gateway_api.unwrap();
+        assert_eq!(routing.parent_refs.len(), 1);
+        assert_eq!(routing.parent_refs[0].name, "gateway");
+        assert_eq!(routing.parent_refs[0].section_name, None);
+        assert_eq!(routing.hostnames, ["crm.example.com"]);
+        let kinds: Vec<&str> = rewritten.documents.iter().map(Document::kind).collect();
+        for kind in ["Service", "Gateway", "HTTPRoute"] {
+            assert!(!kinds.contains(&kind), "{kind} applied: {kinds:?}");
+        }
+        assert!(kinds.contains(&"CutoverPlan") && kinds.contains(&"MigrationWave"));
     }
 
     #[test]

@@ -178,6 +178,20 @@ fn the_demo_rolls_back_retries_and_completes_all_six_waves_in_ci_mode() {
     );
     let columns: Vec<&str> = sales_emea.split_whitespace().collect();
     assert_eq!(columns.get(2), Some(&"2"), "two attempts: {sales_emea}");
+    // The traffic through Traefik (CI runs as root, so the demo has a data plane): the
+    // counts per backend, the rollback at the gateway, and every cohort on the target.
+    assert!(
+        summary.contains("traffic through Traefik: "),
+        "no traffic in the summary:\n{summary}"
+    );
+    assert!(
+        summary.contains("rollback at the gateway: every request of sales-emea's cohort"),
+        "no rollback at the gateway:\n{summary}"
+    );
+    assert!(
+        summary.contains("after completion every cohort's requests reached"),
+        "{summary}"
+    );
     assert!(stdout.contains("Demo complete in"), "{all}");
     assert!(stdout.contains("Cleaned up:"), "{all}");
 }

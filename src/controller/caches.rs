@@ -63,6 +63,11 @@ where
         self.store.state()
     }
 
+    /// The cached object `reference`, if any.
+    pub(crate) fn get(&self, reference: &reflector::ObjectRef<K>) -> Option<Arc<K>> {
+        self.store.get(reference)
+    }
+
     /// The store itself, for a controller.
     pub(crate) fn store(&self) -> Store<K> {
         self.store.clone()

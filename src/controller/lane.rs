@@ -25,7 +25,7 @@ use std::{
     collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicUsize, Ordering},
     },
 };
 
@@ -34,9 +34,10 @@ use kube::{Api, runtime::reflector::ObjectRef};
 use tokio::sync::{Notify, OwnedMutexGuard, Semaphore, mpsc};
 use tracing::debug;
 
-use super::Context;
+use super::{Context, errors::ErrorCategory, priority::Priority};
 use crate::alerts::{Wake, acts_on};
-use crate::api::MigrationWave;
+use crate::api::{CutoverPlan, MigrationWave};
+use crate::routing::{HTTPRoute, RouteRead};
 
 /// How many alert-woken reconciles the lane runs at once, beside the controller's.
 pub const LANE_SLOTS: usize = 8;
@@ -55,16 +56,21 @@ fn key_of(wave: &ObjectRef<MigrationWave>) -> Key {
 #[derive(Default)]
 pub struct WaveLocks {
     locks: Mutex<HashMap<Key, Arc<Entry>>>,
-    /// Waves the lane wrote since the controller last reconciled them.
-    written_by_lane: Mutex<HashSet<Key>>,
+    /// Waves whose cached copy may predate a write: the lane wrote them, or the
+    /// controller's last reconcile of them hit a conflict, since the controller last
+    /// read them afresh.
+    stale: Mutex<HashSet<Key>>,
 }
 
 /// One wave's lock, and the lane's request that whoever holds it yield.
 #[derive(Default)]
 struct Entry {
     lock: Arc<tokio::sync::Mutex<()>>,
-    /// The lane waits for this wave: a routine reconcile stops at its next check.
-    wanted: AtomicBool,
+    /// One lane reconcile of the wave at a time (two alerts for one wave).
+    lane: Arc<tokio::sync::Mutex<()>>,
+    /// Lane reconciles of this wave waiting or running: while there is one, a routine
+    /// reconcile stops at its next check.
+    wanted: AtomicUsize,
     wanted_now: Notify,
 }
 
@@ -73,19 +79,26 @@ pub struct WaveGuard {
     locks: Arc<WaveLocks>,
     key: Key,
     entry: Arc<Entry>,
+    /// None when the lane went ahead without the routine holder (see
+    /// [`WaveLocks::lock_for_alert`]).
     guard: Option<OwnedMutexGuard<()>>,
+    /// Held by the lane's guards only.
+    lane: Option<OwnedMutexGuard<()>>,
 }
 
 impl WaveGuard {
     /// Whether the alert lane waits for this wave: a routine reconcile should stop
     /// before its next write and let the lane decide on the alert.
     pub fn yield_requested(&self) -> bool {
-        self.entry.wanted.load(Ordering::Acquire)
+        self.lane.is_none() && self.entry.wanted.load(Ordering::Acquire) > 0
     }
 
-    /// Resolves when the alert lane asks for this wave. Only for steps that write
-    /// nothing (observing), which may be abandoned at any point.
+    /// Resolves when the alert lane asks for this wave (never for the lane itself). Only
+    /// for steps that write nothing (observing), which may be abandoned at any point.
     pub async fn yield_requested_now(&self) {
+        if self.lane.is_some() {
+            return std::future::pending().await;
+        }
         let notified = self.entry.wanted_now.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
@@ -99,6 +112,9 @@ impl WaveGuard {
 impl Drop for WaveGuard {
     fn drop(&mut self) {
         drop(self.guard.take());
+        if self.lane.take().is_some() {
+            self.entry.wanted.fetch_sub(1, Ordering::AcqRel);
+        }
         let mut locks = self.locks.locks.lock().unwrap_or_else(|e| e.into_inner());
         // Only the map and this guard hold it now: nobody waits for this wave.
         if locks
@@ -109,6 +125,11 @@ impl Drop for WaveGuard {
         }
     }
 }
+
+/// How long the lane waits for a routine reconcile to let go of the wave before it goes
+/// ahead anyway. One that is observing lets go at once; one that has decided finishes
+/// its writes first, and under a busy API server that took up to a second.
+pub const TAKEOVER_AFTER: std::time::Duration = std::time::Duration::from_millis(25);
 
 impl WaveLocks {
     fn entry(&self, key: &Key) -> Arc<Entry> {
@@ -130,36 +151,53 @@ impl WaveLocks {
             key,
             entry,
             guard: Some(guard),
+            lane: None,
         }
     }
 
-    /// Takes the wave's lock for the alert lane: a routine reconcile that holds it is
-    /// asked to stop before its next write (it writes nothing more and requeues), so the
-    /// lane waits for at most one API call, not for a whole reconcile.
+    /// Takes the wave for the alert lane. A routine reconcile that holds it is asked to
+    /// stop before its next write; one that has already decided may still be writing,
+    /// and after [`TAKEOVER_AFTER`] the lane goes ahead beside it. That is safe because
+    /// every write carries the resourceVersion it was decided from: of the two, the one
+    /// that lands second on the same object is refused with a conflict, and the lane
+    /// re-reads and decides again. While the lane's guard lives, every routine reconcile
+    /// of the wave stops at its first check, so at most the writes of the one decided
+    /// before the alert overlap the lane's.
     pub async fn lock_for_alert(self: &Arc<Self>, wave: &ObjectRef<MigrationWave>) -> WaveGuard {
         let key = key_of(wave);
         let entry = self.entry(&key);
-        entry.wanted.store(true, Ordering::Release);
+        let lane = entry.lane.clone().lock_owned().await;
+        entry.wanted.fetch_add(1, Ordering::AcqRel);
         entry.wanted_now.notify_waiters();
-        let guard = entry.lock.clone().lock_owned().await;
-        entry.wanted.store(false, Ordering::Release);
+        let guard = tokio::time::timeout(TAKEOVER_AFTER, entry.lock.clone().lock_owned())
+            .await
+            .ok();
         WaveGuard {
             locks: self.clone(),
             key,
             entry,
-            guard: Some(guard),
+            guard,
+            lane: Some(lane),
         }
     }
 
-    fn written_by_lane(&self) -> std::sync::MutexGuard<'_, HashSet<Key>> {
-        self.written_by_lane
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    fn stale(&self) -> std::sync::MutexGuard<'_, HashSet<Key>> {
+        self.stale.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether the lane reconciled the wave since the controller last did; clears it.
-    pub fn take_lane_write(&self, wave: &ObjectRef<MigrationWave>) -> bool {
-        self.written_by_lane().remove(&key_of(wave))
+    /// Whether the controller's next reconcile of the wave must read it afresh (see
+    /// [`WaveLocks::read_fresh_next`]); clears it.
+    pub fn take_read_fresh(&self, wave: &ObjectRef<MigrationWave>) -> bool {
+        self.stale().remove(&key_of(wave))
+    }
+
+    /// The controller's next reconcile of the wave reads it from the API server, not the
+    /// cache. After a conflict: the retry must decide from a version at least as new as
+    /// the one that refused the write, and a cache behind a busy API server can lag by
+    /// seconds, so retrying from it conflicted again and again, each retry waiting twice
+    /// as long (up to 30 s), while the wave's analysis waited too.
+    pub fn read_fresh_next(&self, wave: &ObjectRef<MigrationWave>) {
+        self.stale().insert(key_of(wave));
     }
 
     #[cfg(test)]
@@ -180,15 +218,71 @@ pub(super) async fn read_fresh(
     api.get_opt(&wave.name).await
 }
 
+/// Reads the lane makes beside the wave's own, each a round trip saved on the alert's
+/// path: the plan (a wave's plan is immutable, so the cached wave names it) and the
+/// wave's HTTPRoute, which a rollback deletes on condition that it is still the version
+/// read.
+#[derive(Default)]
+pub(super) struct Prefetched {
+    plan: Option<(String, Result<Option<CutoverPlan>, kube::Error>)>,
+    route: Option<RouteRead>,
+}
+
+impl Prefetched {
+    /// The plan read, if it was read and is `name`; the reconcile reads it otherwise.
+    pub(super) fn take_plan(
+        &mut self,
+        name: &str,
+    ) -> Option<Result<Option<CutoverPlan>, kube::Error>> {
+        self.plan
+            .take()
+            .filter(|(read, _)| read == name)
+            .map(|(_, result)| result)
+    }
+
+    /// The route's read, if it was read; the router reads it otherwise.
+    pub(super) fn take_route(&mut self) -> Option<RouteRead> {
+        self.route.take()
+    }
+}
+
+/// Reads the wave and, at the same time, its plan and its HTTPRoute, all afresh.
+async fn read_prefetching(
+    ctx: &Context,
+    wave: &ObjectRef<MigrationWave>,
+) -> (Result<Option<MigrationWave>, kube::Error>, Prefetched) {
+    let cached = ctx.waves.as_ref().and_then(|waves| waves.get(wave));
+    let Some(plan) = cached.map(|cached| cached.spec.plan.clone()) else {
+        return (read_fresh(ctx, wave).await, Prefetched::default());
+    };
+    let namespace = wave.namespace.as_deref().unwrap_or_default();
+    let plans: Api<CutoverPlan> = Api::namespaced(ctx.client.clone(), namespace);
+    let routes: Api<HTTPRoute> = Api::namespaced(ctx.client.clone(), namespace);
+    let route_name = crate::routing::gateway::route_name(&wave.name);
+    let (read, plan_read, route_read) = tokio::join!(
+        read_fresh(ctx, wave),
+        plans.get_opt(&plan),
+        routes.get_metadata_opt(&route_name)
+    );
+    (
+        read,
+        Prefetched {
+            plan: Some((plan, plan_read)),
+            route: Some(route_read),
+        },
+    )
+}
+
 /// Takes `wakes` until it ends: reconciles each matching wave at once when a slot is
 /// free, else hands it to the controller through `to_controller`.
 pub(super) async fn run(
     wakes: impl Stream<Item = Wake> + Send + 'static,
     waves: kube::runtime::reflector::Store<MigrationWave>,
     ctx: Arc<Context>,
-    locks: Arc<WaveLocks>,
+    priority: Priority,
     to_controller: mpsc::UnboundedSender<ObjectRef<MigrationWave>>,
 ) {
+    let locks = ctx.locks.clone();
     let slots = Arc::new(Semaphore::new(LANE_SLOTS));
     let mut wakes = std::pin::pin!(wakes);
     while let Some(wake) = wakes.next().await {
@@ -209,10 +303,15 @@ pub(super) async fn run(
                 let _ = to_controller.send(reference);
                 continue;
             };
-            let (ctx, locks, to_controller) = (ctx.clone(), locks.clone(), to_controller.clone());
+            let (ctx, locks, priority, to_controller) = (
+                ctx.clone(),
+                locks.clone(),
+                priority.clone(),
+                to_controller.clone(),
+            );
             tokio::spawn(async move {
                 let _slot = slot;
-                if !reconcile_now(&reference, &ctx, &locks).await {
+                if !reconcile_now(&reference, &ctx, &locks, &priority).await {
                     let _ = to_controller.send(reference);
                 }
             });
@@ -225,6 +324,7 @@ async fn reconcile_now(
     reference: &ObjectRef<MigrationWave>,
     ctx: &Arc<Context>,
     locks: &Arc<WaveLocks>,
+    priority: &Priority,
 ) -> bool {
     if !ctx.is_leader() {
         return true;
@@ -234,26 +334,46 @@ async fn reconcile_now(
         return false;
     }
     let guard = locks.lock_for_alert(reference).await;
-    let wave = match read_fresh(ctx, reference).await {
-        Ok(Some(wave)) => wave,
-        Ok(None) => return true,
-        Err(err) => {
-            debug!(wave = %reference.name, error = %err, "alert lane: could not read the wave; the controller takes it");
-            return false;
-        }
-    };
-    locks.written_by_lane().insert(key_of(reference));
-    match super::wave::reconcile_locked(Arc::new(wave), ctx.clone(), &guard).await {
-        Ok(_) => true,
-        Err(err) => {
-            debug!(wave = %reference.name, error = %err, "alert lane: the reconcile failed; the controller retries it with backoff");
-            false
+    // Once the wave is ours (or taken over): a routine reconcile that holds it may
+    // have a write to finish, which is on the wire already.
+    let _urgent = priority.urgent();
+    for attempt in 1..=CONFLICT_ATTEMPTS {
+        let (read, prefetched) = read_prefetching(ctx, reference).await;
+        let wave = match read {
+            Ok(Some(wave)) => wave,
+            Ok(None) => return true,
+            Err(err) => {
+                debug!(wave = %reference.name, error = %err, "alert lane: could not read the wave; the controller takes it");
+                return false;
+            }
+        };
+        locks.read_fresh_next(reference);
+        match super::wave::reconcile_locked(Arc::new(wave), ctx.clone(), &guard, prefetched).await {
+            Ok(_) => return true,
+            // A write of the reconcile the lane took over landed first: decide again
+            // from what it wrote, at once.
+            Err(err)
+                if err.category() == ErrorCategory::Conflict && attempt < CONFLICT_ATTEMPTS =>
+            {
+                debug!(wave = %reference.name, error = %err, attempt, "alert lane: conflict; deciding again");
+            }
+            Err(err) => {
+                debug!(wave = %reference.name, error = %err, "alert lane: the reconcile failed; the controller retries it with backoff");
+                return false;
+            }
         }
     }
+    false
 }
+
+/// How many times the lane decides again after a conflict before it leaves the wave to
+/// the controller's backoff. The reconcile it took over writes at most a few objects.
+const CONFLICT_ATTEMPTS: u32 = 4;
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[tokio::test]
@@ -300,6 +420,65 @@ mod tests {
             !lane.await.unwrap(),
             "the lane itself is not asked to yield"
         );
+        assert_eq!(locks.held(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lane_takes_over_from_a_holder_that_is_still_writing() {
+        let locks = Arc::new(WaveLocks::default());
+        let wave = ObjectRef::<MigrationWave>::new("w").within("ns");
+        let writing = locks.lock(&wave).await;
+        let started = tokio::time::Instant::now();
+        let lane = locks.lock_for_alert(&wave).await;
+        assert_eq!(
+            started.elapsed(),
+            TAKEOVER_AFTER,
+            "the lane waits that long, no longer"
+        );
+        assert!(writing.yield_requested(), "the holder is told to stop");
+        assert!(!lane.yield_requested());
+        drop(writing);
+        // A routine reconcile that gets the wave while the lane acts stops at once.
+        let next = locks.lock(&wave).await;
+        assert!(next.yield_requested());
+        tokio::time::timeout(Duration::from_secs(1), next.yield_requested_now())
+            .await
+            .expect("its observing is abandoned at once");
+        drop(lane);
+        assert!(!next.yield_requested(), "the lane is done with the wave");
+        drop(next);
+        assert_eq!(locks.held(), 0);
+    }
+
+    #[test]
+    fn a_wave_marked_stale_is_read_afresh_once() {
+        let locks = WaveLocks::default();
+        let wave = ObjectRef::<MigrationWave>::new("w").within("ns");
+        assert!(!locks.take_read_fresh(&wave));
+        locks.read_fresh_next(&wave);
+        assert!(
+            locks.take_read_fresh(&wave),
+            "the next reconcile reads afresh"
+        );
+        assert!(!locks.take_read_fresh(&wave), "and only the next one");
+    }
+
+    #[tokio::test]
+    async fn two_lane_reconciles_of_one_wave_take_turns() {
+        let locks = Arc::new(WaveLocks::default());
+        let wave = ObjectRef::<MigrationWave>::new("w").within("ns");
+        let first = locks.lock_for_alert(&wave).await;
+        let second = tokio::spawn({
+            let (locks, wave) = (locks.clone(), wave.clone());
+            async move { drop(locks.lock_for_alert(&wave).await) }
+        });
+        tokio::task::yield_now().await;
+        assert!(!second.is_finished(), "the second waits for the first");
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("then it runs")
+            .unwrap();
         assert_eq!(locks.held(), 0);
     }
 }

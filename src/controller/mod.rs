@@ -13,6 +13,7 @@ mod errors;
 mod finalizer;
 mod lane;
 pub mod plan;
+pub mod priority;
 pub mod wave;
 
 pub use admission_guard::AdmissionGuard;
@@ -238,7 +239,7 @@ pub struct Context {
     /// Every API write goes through it: within the leader's term, with a timeout.
     pub writes: Writes,
     /// The failures in a row of each object, for its retry delay.
-    pub backoff: backoff::Backoff,
+    pub backoff: Arc<backoff::Backoff>,
     /// One lock per wave, shared by the wave controller and the alert lane.
     pub(crate) locks: Arc<lane::WaveLocks>,
 }
@@ -360,7 +361,7 @@ impl Context {
             services,
             waves: None,
             writes,
-            backoff: backoff::Backoff::default(),
+            backoff: Arc::default(),
             locks: Arc::default(),
         }
     }
@@ -383,14 +384,19 @@ pub async fn run(client: Client, settings: Settings, services: Services) {
 pub async fn run_until(client: Client, settings: Settings, services: Services, shutdown: Shutdown) {
     let scopes = settings.scopes();
     services.readiness.expect(scopes.len() * CACHES_PER_SCOPE);
+    // The alert lane's requests go first: everything else waits while it acts.
+    let priority = priority::Priority::default();
+    let (urgent, client) = (client.clone(), priority.routine_client(client));
     let guard = services.admission.clone().watch(client.clone());
     let guard = async move {
         guard.await;
         std::future::pending::<()>().await
     };
     let runs = scopes.into_iter().map(|scope| {
-        let (client, settings, services, shutdown) = (
+        let (client, urgent, priority, settings, services, shutdown) = (
             client.clone(),
+            urgent.clone(),
+            priority.clone(),
             settings.clone(),
             services.clone(),
             shutdown.clone(),
@@ -432,7 +438,17 @@ pub async fn run_until(client: Client, settings: Settings, services: Services, s
                     },
                 ),
                 wave::run(
-                    client, scope, settings, services, shutdown, waves, for_waves
+                    wave::Clients {
+                        routine: client,
+                        urgent,
+                        priority,
+                    },
+                    scope,
+                    settings,
+                    services,
+                    shutdown,
+                    waves,
+                    for_waves
                 ),
             );
         }

@@ -17,11 +17,12 @@ use kube::{
 use tracing::{debug, info, warn};
 
 use super::finalizer::{self, Event as Finalize};
+use super::lane::Prefetched;
 use super::{Cache, Context, ErrorCategory, NotLeader, Services, Settings, Shutdown, Stats};
 use crate::analysis;
 use crate::api::{CutoverPlan, MigrationWave, MigrationWaveStatus, WavePhase};
 use crate::engine::authority::{Authority, PlanAuthority};
-use crate::engine::{self, Decision, Observations, Problem, RoutingIntent, action_log};
+use crate::engine::{self, Decision, Observations, Problem, RoutingIntent, action_log, validate};
 use crate::metrics::RollbackCause;
 use crate::routing::{
     ConfigMapRouter, GatewayRouter, HTTPRoute, MANAGED_BY, MANAGED_BY_LABEL, Router, RouterConfig,
@@ -112,8 +113,18 @@ const CONTROLLER: &str = "wave";
 
 /// Runs the MigrationWave controller in `scope` (a namespace, or all of them) until
 /// `shutdown` resolves and the running reconciles have finished.
+/// The wave controller's API clients (see `priority.rs`).
+pub(crate) struct Clients {
+    /// For routine reconciles: holds new requests while the alert lane acts.
+    pub routine: Client,
+    /// For the alert lane: never held.
+    pub urgent: Client,
+    /// What the routine client waits for.
+    pub priority: super::priority::Priority,
+}
+
 pub(crate) async fn run(
-    client: Client,
+    clients: Clients,
     scope: Option<String>,
     settings: Settings,
     services: Services,
@@ -121,6 +132,7 @@ pub(crate) async fn run(
     waves: Cache<MigrationWave>,
     changes: ReflectHandle<MigrationWave>,
 ) {
+    let client = clients.routine;
     let plans: Api<CutoverPlan> = scoped(&client, scope.as_deref());
     let routes: Api<HTTPRoute> = scoped(&client, scope.as_deref());
     let alerts = services.alerts.wakes();
@@ -128,7 +140,15 @@ pub(crate) async fn run(
     let admission_changes = services.admission.changes();
     let context = Arc::new(Context {
         waves: Some(waves.clone()),
-        ..Context::new(client, &settings, services)
+        ..Context::new(client, &settings, services.clone())
+    });
+    // The same reconcile, through the client that is never held; one lock table and
+    // one backoff with the controller.
+    let lane_context = Arc::new(Context {
+        waves: Some(waves.clone()),
+        locks: context.locks.clone(),
+        backoff: context.backoff.clone(),
+        ..Context::new(clients.urgent, &settings, services)
     });
 
     let store = waves.store();
@@ -140,8 +160,8 @@ pub(crate) async fn run(
     let lane = super::lane::run(
         alerts,
         store.clone(),
-        context.clone(),
-        context.locks.clone(),
+        lane_context,
+        clients.priority,
         to_controller,
     );
     let from_lane = futures::stream::unfold(from_lane, |mut from_lane| async move {
@@ -290,8 +310,9 @@ where
 async fn reconcile(wave: Arc<MigrationWave>, ctx: Arc<Context>) -> Result<Action, Error> {
     let reference = ObjectRef::from_obj(&*wave);
     let guard = ctx.locks.lock(&reference).await;
-    // The lane wrote this wave meanwhile: the cached copy may predate that write.
-    let wave = if ctx.locks.take_lane_write(&reference) {
+    // The lane wrote this wave meanwhile, or the last reconcile hit a conflict: the
+    // cached copy may predate that write.
+    let wave = if ctx.locks.take_read_fresh(&reference) {
         match super::lane::read_fresh(&ctx, &reference).await {
             Ok(Some(fresh)) => Arc::new(fresh),
             Ok(None) => return Ok(Action::await_change()),
@@ -305,7 +326,7 @@ async fn reconcile(wave: Arc<MigrationWave>, ctx: Arc<Context>) -> Result<Action
     } else {
         wave
     };
-    reconcile_locked(wave, ctx, &guard).await
+    reconcile_locked(wave, ctx, &guard, Prefetched::default()).await
 }
 
 /// observe → decide → apply → record for one wave, whose lock the caller holds.
@@ -313,6 +334,7 @@ pub(super) async fn reconcile_locked(
     wave: Arc<MigrationWave>,
     ctx: Arc<Context>,
     guard: &super::lane::WaveGuard,
+    prefetched: Prefetched,
 ) -> Result<Action, Error> {
     if !ctx.is_leader() {
         // A standby keeps its cache warm and leaves the wave to the leader; when it
@@ -331,7 +353,7 @@ pub(super) async fn reconcile_locked(
     let key = backoff_key(&*wave);
     let action = finalizer::finalizer(&api, &ctx.writes, FINALIZER, wave, |event| async {
         match event {
-            Finalize::Apply(wave) => apply(&wave, &ctx, guard).await,
+            Finalize::Apply(wave) => apply(&wave, &ctx, guard, prefetched).await,
             Finalize::Cleanup(wave) => cleanup(&wave, &ctx).await,
         }
     })
@@ -356,8 +378,9 @@ fn error_policy(wave: Arc<MigrationWave>, error: &Error, ctx: Arc<Context>) -> A
     let action = ctx.retry(&backoff_key(&*wave), category);
     if category == ErrorCategory::Conflict {
         // Decided from a version older than the object's (a stale cache, or a write by
-        // someone else): the retry decides again from a fresh one.
-        debug!(wave = %wave.name_any(), error = %error, "conflict with a newer version; deciding again");
+        // someone else): the retry decides again from a fresh read, not from the cache.
+        ctx.locks.read_fresh_next(&ObjectRef::from_obj(&*wave));
+        debug!(wave = %wave.name_any(), error = %error, "conflict with a newer version; deciding again from a fresh read");
         return action;
     }
     ctx.services.stats.error(error);
@@ -374,6 +397,7 @@ async fn apply(
     wave: &MigrationWave,
     ctx: &Context,
     guard: &super::lane::WaveGuard,
+    mut prefetched: Prefetched,
 ) -> Result<Action, Error> {
     let now = Timestamp::now();
     // An alert for this wave came in: the lane decides on it, with fresh observations.
@@ -382,7 +406,7 @@ async fn apply(
     let (observations, route) = tokio::select! {
         biased;
         () = guard.yield_requested_now() => return yielded(),
-        observed = observe(wave, ctx, now) => observed?,
+        observed = observe(wave, ctx, now, &mut prefetched) => observed?,
     };
     if guard.yield_requested() {
         return yielded();
@@ -391,7 +415,7 @@ async fn apply(
     let decision = engine::decide(&wave.spec, &status, &observations, now);
 
     let mut recorded = decision.status.clone();
-    if let Err(err) = apply_routing(&decision, route.as_ref(), wave, ctx).await {
+    if let Err(err) = apply_routing(&decision, route.as_ref(), wave, ctx, prefetched).await {
         // A rollback that could not be carried out yet shows as RollingBack, so nobody
         // mistakes it for done; the retry goes on with backoff.
         if recorded.phase == WavePhase::RolledBack {
@@ -430,12 +454,14 @@ fn next_action(decision: &Decision, observations: &Observations, now: Timestamp)
     }
 }
 
-/// Reads the wave's plan and backends, and turns them into observations and, when the
-/// configuration holds together, the route to apply.
+/// Reads the wave's plan (unless `prefetched` holds it) and backends into observations;
+/// the validate stage (`engine::validate`) says what does not hold together and, when
+/// everything does, builds the route to apply.
 async fn observe(
     wave: &MigrationWave,
     ctx: &Context,
     now: Timestamp,
+    prefetched: &mut Prefetched,
 ) -> Result<(Observations, Option<WaveRoute>), Error> {
     let client = &ctx.client;
     let namespace = wave.namespace().ok_or(Error::NoNamespace)?;
@@ -464,10 +490,11 @@ async fn observe(
             source: Box::new(source),
         }
     };
-    let Some(plan) = plans
-        .get_opt(&wave.spec.plan)
-        .await
-        .map_err(read(format!("CutoverPlan {namespace}/{}", wave.spec.plan)))?
+    let plan = match prefetched.take_plan(&wave.spec.plan) {
+        Some(read) => read,
+        None => plans.get_opt(&wave.spec.plan).await,
+    };
+    let Some(plan) = plan.map_err(read(format!("CutoverPlan {namespace}/{}", wave.spec.plan)))?
     else {
         observations.problems.push(Problem::PlanNotFound {
             plan: wave.spec.plan.clone(),
@@ -480,33 +507,15 @@ async fn observe(
         &plan.spec,
     ));
     let spec = &plan.spec;
-    let problems = &mut observations.problems;
-    if !spec.waves.iter().any(|w| w.name == name) {
-        problems.push(Problem::NotInPlan {
-            plan: plan.name_any(),
-        });
-    }
-    problems.extend(duplicate_cohort(wave, &namespace, ctx));
-    for key in wave.spec.cohort.keys() {
-        if !spec.cohort_keys.contains_key(key) {
-            problems.push(Problem::UnknownCohortKey {
-                key: key.clone(),
-                known: spec.cohort_keys.keys().cloned().collect(),
-            });
-        }
-    }
-    let has_quiet = wave.spec.steps.iter().any(|s| s.quiet.is_some());
-    if has_quiet && spec.maintenance.is_none() {
-        problems.push(Problem::MaintenanceNotConfigured);
-    }
+    let plan_name = plan.name_any();
+    observations
+        .problems
+        .extend(validate::plan_problems(&name, &wave.spec, &plan_name, spec));
+    observations
+        .problems
+        .extend(duplicate_cohort(wave, &namespace, ctx));
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
-    let mut backends = vec![
-        ("legacy", &spec.legacy.service),
-        ("target", &spec.target.service),
-    ];
-    if has_quiet && let Some(maintenance) = &spec.maintenance {
-        backends.push(("maintenance", &maintenance.service));
-    }
+    let backends = validate::needed_backends(&wave.spec, spec);
     // Read together: on an alert's path every round trip counts.
     let found = futures::future::join_all(
         backends
@@ -517,7 +526,7 @@ async fn observe(
     for ((role, service), found) in backends.into_iter().zip(found) {
         let found = found.map_err(read(format!("Service {namespace}/{}", service.name)))?;
         if found.is_none() {
-            problems.push(Problem::BackendNotFound {
+            observations.problems.push(Problem::BackendNotFound {
                 role,
                 service: service.name.clone(),
             });
@@ -531,52 +540,19 @@ async fn observe(
     if !observations.problems.is_empty() {
         return Ok((observations, None));
     }
-    let router = match (&spec.routing.gateway_api, &spec.routing.config_map) {
-        (Some(gateway), _) => RouterConfig::GatewayApi {
-            parent_refs: gateway.parent_refs.clone(),
-            hostnames: gateway.hostnames.clone(),
-        },
-        (None, Some(config_map)) => RouterConfig::ConfigMap {
-            name: config_map.name.clone(),
-        },
-        (None, None) => {
-            observations.problems.push(Problem::InvalidSpec {
-                message: "the plan sets no router".into(),
-            });
-            return Ok((observations, None));
+    let uid = wave.uid().unwrap_or_default();
+    let identity = validate::WaveIdentity {
+        namespace: &namespace,
+        name: &name,
+        uid: &uid,
+    };
+    match validate::route(identity, &wave.spec, &plan_name, spec) {
+        Ok(route) => Ok((observations, Some(route))),
+        Err(problem) => {
+            observations.problems.push(problem);
+            Ok((observations, None))
         }
-    };
-    let route = WaveRoute {
-        namespace,
-        wave: name,
-        wave_uid: wave.uid().unwrap_or_default(),
-        plan: plan.name_any(),
-        cohort: wave.spec.cohort.clone(),
-        cohort_headers: wave
-            .spec
-            .cohort
-            .iter()
-            .filter_map(|(key, value)| {
-                spec.cohort_keys
-                    .get(key)
-                    .map(|k| (k.header.clone(), value.clone()))
-            })
-            .collect(),
-        legacy: spec.legacy.service.clone(),
-        target: spec.target.service.clone(),
-        maintenance: spec.maintenance.as_ref().map(|m| m.service.clone()),
-        legacy_access: spec.legacy_access.clone(),
-        router,
-    };
-    // A plan that no router could carry out is a condition of the wave, which waits
-    // for the plan to change, not a routing failure retried forever.
-    if let Err(err) = crate::routing::check_legacy_access(&route) {
-        observations.problems.push(Problem::InvalidSpec {
-            message: err.to_string(),
-        });
-        return Ok((observations, None));
     }
-    Ok((observations, Some(route)))
 }
 
 /// The problem of `wave` when another wave of its plan, in the cache, has the same cohort
@@ -668,11 +644,12 @@ async fn apply_routing(
     route: Option<&WaveRoute>,
     wave: &MigrationWave,
     ctx: &Context,
+    prefetched: Prefetched,
 ) -> Result<(), Error> {
     if decision.routing != RoutingIntent::Leave {
         ctx.ensure_leader()?;
     }
-    let written = route_as_decided(decision, route, wave, ctx)
+    let written = route_as_decided(decision, route, wave, ctx, prefetched)
         .await
         .map_err(Error::Routing)?;
     if written == Written::Changed {
@@ -686,6 +663,7 @@ async fn route_as_decided(
     route: Option<&WaveRoute>,
     wave: &MigrationWave,
     ctx: &Context,
+    mut prefetched: Prefetched,
 ) -> Result<Written, RoutingError> {
     Ok(match (decision.routing, route) {
         (RoutingIntent::Leave, _) => Written::Unchanged,
@@ -707,10 +685,15 @@ async fn route_as_decided(
         (RoutingIntent::Route(_), None) => Written::Unchanged,
         (RoutingIntent::Remove, Some(route)) => match route.router {
             RouterConfig::GatewayApi { .. } => {
-                GatewayRouter::new(ctx.client.clone())
-                    .with_writes(ctx.writes.clone())
-                    .remove(&route.namespace, &route.wave)
-                    .await?
+                let router = GatewayRouter::new(ctx.client.clone()).with_writes(ctx.writes.clone());
+                match prefetched.take_route() {
+                    Some(read) => {
+                        router
+                            .remove_read(&route.namespace, &route.wave, read)
+                            .await?
+                    }
+                    None => router.remove(&route.namespace, &route.wave).await?,
+                }
             }
             RouterConfig::ConfigMap { ref name } => {
                 ConfigMapRouter::new(ctx.client.clone())
@@ -795,7 +778,7 @@ fn report(
         )
         .map(|c| c.reason.as_str())
         .unwrap_or_default();
-        metrics.rollback(&namespace, &name, RollbackCause::from_reason(reason));
+        metrics.rollback(&namespace, RollbackCause::from_reason(reason));
     }
 }
 

@@ -2,8 +2,8 @@
 
 use jiff::Timestamp;
 
+use super::route::RoutingState;
 use crate::api::MigrationWaveStatus;
-use crate::routing::RoutingState;
 
 /// The engine's answer for one wave.
 #[derive(Clone, Debug, PartialEq)]

@@ -4,7 +4,9 @@
 //! returns what should be true: the cohort's routing, the new status, the Events to emit
 //! and when to look again. It has no client, no clock and no I/O, so every rule of a
 //! wave's lifecycle is tested here, by table tests and property tests of the invariants
-//! in DESIGN.md §4.
+//! in DESIGN.md §4. Before it, the validate stage ([`validate`]) says whether the wave
+//! and its plan hold together and builds the wave's route. Nothing here imports the
+//! routers, the controllers or a client.
 
 pub mod action_log;
 pub mod authority;
@@ -14,6 +16,8 @@ mod decision;
 pub mod freeze;
 mod observations;
 pub mod plan;
+pub mod route;
+pub mod validate;
 mod wave;
 
 pub use decision::{Decision, EngineEvent, EventKind, RoutingIntent};

@@ -10,12 +10,12 @@ use super::authority::{self, Refusal};
 use super::conditions::{self as cond, event, reason};
 use super::decision::{Decision, EngineEvent, EventKind, RoutingIntent};
 use super::observations::{AlertState, FiringAlert, MetricOutcome, Observations, Problem};
+use super::route::RoutingState;
 use super::whole_seconds;
 use crate::api::{
     FailureAction, HistoryEntry, MetricStatus, MigrationWaveSpec, MigrationWaveStatus, Step,
     WaveActionType, WavePhase,
 };
-use crate::routing::RoutingState;
 
 mod evidence;
 pub use evidence::evidence_horizon;

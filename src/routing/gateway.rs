@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{
     Api, Client, CustomResource, Resource,
-    api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
+    api::{DeleteParams, DynamicObject, PartialObjectMeta, Patch, PatchParams, PostParams},
     core::ApiResource,
 };
 use serde::{Deserialize, Serialize};
@@ -525,9 +525,30 @@ impl Router for GatewayRouter {
     /// directly; a list would wait for the API server's watch cache to catch up, which
     /// costs about 100 ms on every rollback.
     async fn remove(&self, namespace: &str, wave: &str) -> Result<Written, RoutingError> {
+        let read = self
+            .routes(namespace)
+            .get_metadata_opt(&route_name(wave))
+            .await;
+        self.remove_read(namespace, wave, read).await
+    }
+}
+
+/// What reading a wave's route's metadata gave (`Api::get_metadata_opt`).
+pub type RouteRead = Result<Option<PartialObjectMeta<HTTPRoute>>, kube::Error>;
+
+impl GatewayRouter {
+    /// [`Router::remove`] from a read of the route made earlier (the alert lane reads it
+    /// beside the wave). The delete is on condition that the route is still that version,
+    /// so an older read is refused with a conflict rather than deleting a newer route.
+    pub async fn remove_read(
+        &self,
+        namespace: &str,
+        wave: &str,
+        read: RouteRead,
+    ) -> Result<Written, RoutingError> {
         let api = self.routes(namespace);
         let name = route_name(wave);
-        let found = match api.get_metadata_opt(&name).await {
+        let found = match read {
             Ok(Some(found)) => found,
             Ok(None) => return Ok(Written::Unchanged),
             // A bare 404 ("404 page not found", no Status): the cluster has no HTTPRoute

@@ -11,11 +11,9 @@ pub mod configmap;
 pub mod gateway;
 
 pub use configmap::{ConfigMapRouter, RoutingTableEntry};
-pub use gateway::{GatewayRouter, HTTPRoute};
+pub use gateway::{GatewayRouter, HTTPRoute, RouteRead};
 
-use std::collections::BTreeMap;
-
-use crate::api::{HeaderMatch, ParentRef, ServiceRef};
+pub use crate::engine::route::{RouterConfig, RoutingState, WaveRoute};
 
 /// The field manager for every write Switchyard makes, except the per-wave managers of
 /// the ConfigMap router (see [`configmap`]).
@@ -28,58 +26,6 @@ pub const PLAN_LABEL: &str = "switchyard.dev/plan";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// The value of [`MANAGED_BY_LABEL`].
 pub const MANAGED_BY: &str = "switchyard";
-
-/// How the cohort's requests are routed, as the engine decided it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct RoutingState {
-    /// Percent (0-100) of the cohort's requests sent to the target; the rest go to legacy.
-    pub target_weight: u8,
-    /// The cohort's writes (POST, PUT, PATCH, DELETE) go to the maintenance backend.
-    pub quiet: bool,
-    /// Requests carrying the plan's legacy-access header still reach legacy.
-    pub legacy_override: bool,
-}
-
-/// Which router a plan uses, with its settings.
-#[derive(Clone, Debug, PartialEq)]
-pub enum RouterConfig {
-    /// One HTTPRoute per wave, attached to these parents.
-    GatewayApi {
-        parent_refs: Vec<ParentRef>,
-        hostnames: Vec<String>,
-    },
-    /// A routing table in the named ConfigMap.
-    ConfigMap { name: String },
-}
-
-/// Everything a router needs to know about one wave's cohort. Built by the controller
-/// from the wave and its plan.
-#[derive(Clone, Debug, PartialEq)]
-pub struct WaveRoute {
-    /// The namespace of the wave, its plan and its routing objects.
-    pub namespace: String,
-    /// The wave's name.
-    pub wave: String,
-    /// The wave's UID, for owner references.
-    pub wave_uid: String,
-    /// The plan's name.
-    pub plan: String,
-    /// The cohort: cohort key to value, e.g. `team -> support`.
-    pub cohort: BTreeMap<String, String>,
-    /// The request headers that identify the cohort: header name to exact value,
-    /// e.g. `x-crm-team -> support`. Sorted by header name.
-    pub cohort_headers: BTreeMap<String, String>,
-    /// Where the cohort's traffic goes by default.
-    pub legacy: ServiceRef,
-    /// Where the cohort moves to.
-    pub target: ServiceRef,
-    /// Answers the cohort's writes during quiet steps.
-    pub maintenance: Option<ServiceRef>,
-    /// The override that reaches legacy during dual access.
-    pub legacy_access: Option<HeaderMatch>,
-    /// The router and its settings.
-    pub router: RouterConfig,
-}
 
 /// How a router's writes are made: through [`crate::writes::Writes`], named for the
 /// error of a failed one.
@@ -156,9 +102,7 @@ pub enum RoutingError {
     },
     /// The plan's legacy-access header is also one of its cohort headers, so no request
     /// can be told apart as an override.
-    #[error(
-        "the plan's legacy-access header {header} is also a cohort header; give legacyAccess a header of its own"
-    )]
+    #[error("{}", crate::engine::route::legacy_access_clash(header))]
     LegacyAccessClash { header: String },
     /// A routing table entry could not be encoded or decoded.
     #[error("routing table entry for wave {wave}: {source}")]
@@ -171,21 +115,15 @@ pub enum RoutingError {
 
 /// Refuses a plan whose legacy-access header is one of the cohort headers (compared
 /// without case, as HTTP does). Checked whatever the state, so that the plan is fixed
-/// before a migration starts rather than at its dual-access step; the controller checks
-/// it while observing, so that it shows as the wave's condition.
+/// before a migration starts rather than at its dual-access step; the validate stage
+/// checks it first (`engine::validate`), so that it shows as the wave's condition, and
+/// each router checks it again before it writes.
 pub fn check_legacy_access(route: &WaveRoute) -> Result<(), RoutingError> {
-    match &route.legacy_access {
-        Some(access)
-            if route
-                .cohort_headers
-                .keys()
-                .any(|header| header.eq_ignore_ascii_case(&access.header)) =>
-        {
-            Err(RoutingError::LegacyAccessClash {
-                header: access.header.clone(),
-            })
-        }
-        _ => Ok(()),
+    match route.legacy_access_clash() {
+        Some(header) => Err(RoutingError::LegacyAccessClash {
+            header: header.to_owned(),
+        }),
+        None => Ok(()),
     }
 }
 

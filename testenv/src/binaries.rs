@@ -14,16 +14,30 @@ use crate::TestEnvError;
 pub const KUBE_VERSION: &str = "v1.37.2";
 /// The Gateway API release whose standard-channel CRDs are installed.
 pub const GATEWAY_API_VERSION: &str = "v1.6.3";
+/// The Traefik release `hack/build-traefik.sh` builds when `TRAEFIK` is not set.
+pub const TRAEFIK_VERSION: &str = "v3.6.12";
 
 /// The kube-apiserver to run: `$KUBE_APISERVER`, or the cached build of [`KUBE_VERSION`],
-/// built now by `hack/build-kube-apiserver.sh` if it is not cached yet.
+/// built now by `hack/build-kube.sh` if it is not cached yet.
 pub fn kube_apiserver() -> Result<PathBuf, TestEnvError> {
-    if let Some(path) = std::env::var_os("KUBE_APISERVER") {
-        return existing(PathBuf::from(path), "KUBE_APISERVER");
+    kube_command("kube-apiserver", "KUBE_APISERVER")
+}
+
+/// The kubectl to run: `$KUBECTL`, or the cached build of [`KUBE_VERSION`], built now
+/// by `hack/build-kube.sh` if it is not cached yet.
+pub fn kubectl() -> Result<PathBuf, TestEnvError> {
+    kube_command("kubectl", "KUBECTL")
+}
+
+/// `command` of the k8s.io/kubernetes module: `$<variable>`, or its cached build.
+fn kube_command(command: &str, variable: &str) -> Result<PathBuf, TestEnvError> {
+    if let Some(path) = std::env::var_os(variable) {
+        return existing(PathBuf::from(path), variable);
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/build-kube-apiserver.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/build-kube.sh");
     let output = Command::new("bash")
         .arg(&script)
+        .arg(command)
         .env("KUBE_VERSION", KUBE_VERSION)
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -33,12 +47,12 @@ pub fn kube_apiserver() -> Result<PathBuf, TestEnvError> {
         })?;
     if !output.status.success() {
         return Err(TestEnvError::Build {
-            what: format!("kube-apiserver {KUBE_VERSION}"),
+            what: format!("{command} {KUBE_VERSION}"),
             detail: format!("{} exited with {}", script.display(), output.status),
         });
     }
     let path = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    existing(PathBuf::from(path), "the kube-apiserver build")
+    existing(PathBuf::from(path), &format!("the {command} build"))
 }
 
 /// The etcd to run: `$ETCD`, or the binary vendored by the `etcd-bin-vendored` crate.
@@ -138,4 +152,30 @@ pub fn crds_in_yaml(text: &str) -> Result<Vec<CustomResourceDefinition>, serde_y
         }
     }
     Ok(crds)
+}
+
+/// The Traefik to run for a [`crate::DataPlane`]: `$TRAEFIK`, or the cached build of
+/// `hack/build-traefik.sh` (v3.6.12), built now if it is not cached yet.
+pub fn traefik() -> Result<PathBuf, TestEnvError> {
+    if let Some(path) = std::env::var_os("TRAEFIK") {
+        return existing(PathBuf::from(path), "TRAEFIK");
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/build-traefik.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .env("TRAEFIK_VERSION", TRAEFIK_VERSION)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|source| TestEnvError::Spawn {
+            program: script.display().to_string(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(TestEnvError::Build {
+            what: format!("traefik {TRAEFIK_VERSION}"),
+            detail: format!("{} exited with {}", script.display(), output.status),
+        });
+    }
+    let path = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    existing(PathBuf::from(path), "the traefik build")
 }

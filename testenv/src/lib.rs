@@ -20,6 +20,7 @@
 
 mod binaries;
 mod certs;
+mod data_plane;
 mod monitoring;
 mod process;
 pub mod proxy;
@@ -43,9 +44,14 @@ use kube::{
 use serde_json::json;
 
 pub use binaries::{
-    GATEWAY_API_VERSION, KUBE_VERSION, crds_in_yaml, etcd, gateway_api_crds, kube_apiserver,
+    GATEWAY_API_VERSION, KUBE_VERSION, TRAEFIK_VERSION, crds_in_yaml, etcd, gateway_api_crds,
+    kube_apiserver, kubectl, traefik,
 };
 use certs::Pki;
+pub use data_plane::{
+    Answer, BASE_ROUTE, Backend, CONTROLLER_NAME, Counts, DATA_PLANE_LABEL, DataPlane, GATEWAY,
+    Request,
+};
 pub use monitoring::{
     Alertmanager, Exporter, Prometheus, Sample, alertmanager_binary, prometheus_binary,
 };
@@ -114,6 +120,9 @@ pub enum TestEnvError {
         /// Where it was looked for.
         detail: String,
     },
+    /// The data plane's network (namespace, veth pair, backends, requests) failed.
+    #[error("data plane network: {0}")]
+    Network(String),
     /// A Prometheus query could not be run, or its answer could not be read.
     #[error("the Prometheus query {query} failed: {detail}")]
     Query {
@@ -301,6 +310,12 @@ impl ControlPlane {
     /// A kubeconfig file for the admin, for subprocesses such as `kubectl` plugins.
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig_path
+    }
+
+    /// The CA (PEM) that signed the API server's serving certificate, for clients that
+    /// do not take a kubeconfig (Traefik).
+    pub fn serving_ca_pem(&self) -> &str {
+        &self.pki.serving_ca
     }
 
     /// The directory that holds the control plane's data, certificates and logs.

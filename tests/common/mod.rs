@@ -32,9 +32,16 @@ pub const TEST_ACTORS: &str = "switchyard-test-actors";
 /// admission policies and roles installed, as the chart installs them, so that the
 /// operator applies actions: it refuses every action while the policies are missing.
 pub async fn admin_in_fresh_namespace(prefix: &str) -> (Client, String) {
+    let admin = admin_with_access().await;
+    let namespace = plane().create_namespace(prefix).await.expect("namespace");
+    (admin, namespace)
+}
+
+/// The admin client, once the plane has Switchyard's admission policies and roles (for
+/// a test that brings its own namespace, such as a data plane's).
+pub async fn admin_with_access() -> Client {
     static ACCESS: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    let plane = plane();
-    let admin = plane.client().await.expect("admin client");
+    let admin = plane().client().await.expect("admin client");
     ACCESS
         .get_or_init(|| async {
             access::install_policies(&admin).await;
@@ -44,8 +51,7 @@ pub async fn admin_in_fresh_namespace(prefix: &str) -> (Client, String) {
             access::await_policies_in_force(&admin).await;
         })
         .await;
-    let namespace = plane.create_namespace(prefix).await.expect("namespace");
-    (admin, namespace)
+    admin
 }
 
 /// Creates `object` (JSON, as a user would write it) and returns the API server's refusal.

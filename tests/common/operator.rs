@@ -33,6 +33,8 @@ pub struct Operator {
     pub addr: SocketAddr,
     child: Option<Child>,
     log: PathBuf,
+    /// Where the log is copied when the process ends (see [`Operator::keeping_log_at`]).
+    keep_log: Option<PathBuf>,
     _dir: tempfile::TempDir,
     http: reqwest::Client,
 }
@@ -81,6 +83,7 @@ impl Operator {
             addr,
             child: Some(child),
             log,
+            keep_log: None,
             _dir: dir,
             http: reqwest::Client::builder()
                 .no_proxy()
@@ -186,6 +189,15 @@ impl Operator {
     }
 }
 
+impl Operator {
+    /// Copies the whole log to `path` when this process is dropped (killed), so that a
+    /// long test can be read afterwards; otherwise it goes with its temporary directory.
+    pub fn keeping_log_at(mut self, path: PathBuf) -> Self {
+        self.keep_log = Some(path);
+        self
+    }
+}
+
 impl Drop for Operator {
     fn drop(&mut self) {
         if std::thread::panicking() {
@@ -196,6 +208,9 @@ impl Drop for Operator {
             );
         }
         self.kill();
+        if let Some(keep) = &self.keep_log {
+            let _ = std::fs::copy(&self.log, keep);
+        }
     }
 }
 

@@ -2,13 +2,13 @@
 //! format.
 //!
 //! Every label holds a bounded value: a constant (phase, controller, error category,
-//! rollback cause, query outcome, HTTP code) or the namespace and name of a wave that
-//! exists. A wave's series are deleted with the wave, and a replica that stops leading
-//! drops every wave series, so that only the leader reports waves.
+//! rollback cause, query outcome, HTTP code), a namespace that has waves, or, only with
+//! `--per-wave-metrics`, the name of a wave that exists (`waves.rs`).
+
+mod waves;
 
 use std::{
-    collections::HashSet,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -28,8 +28,8 @@ use crate::api::WavePhase;
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Every wave phase, in the order of the lifecycle; `switchyard_wave_phase` has one
-/// series per phase for each wave.
+/// Every wave phase, in the order of the lifecycle; `switchyard_waves` has one series per
+/// phase for each namespace with waves.
 pub const PHASES: [WavePhase; 10] = [
     WavePhase::Pending,
     WavePhase::Progressing,
@@ -141,26 +141,6 @@ impl QueryOutcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct WaveLabels {
-    namespace: String,
-    wave: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct WavePhaseLabels {
-    namespace: String,
-    wave: String,
-    phase: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RollbackLabels {
-    namespace: String,
-    wave: String,
-    cause: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ControllerLabels {
     controller: &'static str,
 }
@@ -211,9 +191,7 @@ fn duration_histogram() -> Histogram {
 /// HTTP server and the leader election.
 pub struct Metrics {
     registry: Registry,
-    wave_phase: Family<WavePhaseLabels, Gauge>,
-    wave_target_weight: Family<WaveLabels, Gauge>,
-    rollbacks: Family<RollbackLabels, Counter>,
+    waves: waves::WaveSeries,
     reconcile_duration: Family<ControllerLabels, Histogram, DurationBuckets>,
     reconcile_errors: Family<ErrorLabels, Counter>,
     analysis_query_duration: Histogram,
@@ -222,8 +200,6 @@ pub struct Metrics {
     http_connections_refused: Family<ListenerLabels, Counter>,
     api_writes: Family<WriteLabels, Counter>,
     leader: Gauge,
-    /// The waves that have series, so that they can all be dropped.
-    waves: Mutex<HashSet<(String, String)>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -239,12 +215,16 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A registry with every Switchyard metric registered.
+    /// A registry with every Switchyard metric registered, without per-wave series.
     pub fn new() -> Self {
+        Self::with_per_wave_series(false)
+    }
+
+    /// A registry with every Switchyard metric registered; `per_wave` adds each wave's
+    /// phase and target weight (`--per-wave-metrics`).
+    pub fn with_per_wave_series(per_wave: bool) -> Self {
         let mut registry = Registry::with_prefix("switchyard");
-        let wave_phase = Family::default();
-        let wave_target_weight = Family::default();
-        let rollbacks = Family::default();
+        let waves = waves::WaveSeries::register(&mut registry, per_wave);
         let reconcile_duration = Family::new_with_constructor(DurationBuckets);
         let reconcile_errors = Family::default();
         let analysis_query_duration = duration_histogram();
@@ -253,21 +233,6 @@ impl Metrics {
         let http_connections_refused = Family::default();
         let api_writes = Family::default();
         let leader = Gauge::default();
-        registry.register(
-            "wave_phase",
-            "1 for the phase each MigrationWave is in, 0 for the other phases",
-            Family::clone(&wave_phase),
-        );
-        registry.register(
-            "wave_target_weight",
-            "The percentage of the wave's cohort routed to the target",
-            Family::clone(&wave_target_weight),
-        );
-        registry.register(
-            "rollbacks",
-            "Waves rolled back, by cause",
-            Family::clone(&rollbacks),
-        );
         registry.register(
             "reconcile_duration_seconds",
             "How long the leader's reconciles took, by controller",
@@ -310,9 +275,7 @@ impl Metrics {
         );
         Self {
             registry,
-            wave_phase,
-            wave_target_weight,
-            rollbacks,
+            waves,
             reconcile_duration,
             reconcile_errors,
             analysis_query_duration,
@@ -321,7 +284,6 @@ impl Metrics {
             http_connections_refused,
             api_writes,
             leader,
-            waves: Mutex::default(),
         }
     }
 
@@ -335,78 +297,22 @@ impl Metrics {
 
     /// Records the phase and target weight a wave is in now.
     pub fn observe_wave(&self, namespace: &str, wave: &str, phase: WavePhase, weight: i32) {
-        for known in PHASES {
-            self.wave_phase
-                .get_or_create(&WavePhaseLabels {
-                    namespace: namespace.to_owned(),
-                    wave: wave.to_owned(),
-                    phase: phase_name(known),
-                })
-                .set(i64::from(known == phase));
-        }
-        self.wave_target_weight
-            .get_or_create(&WaveLabels {
-                namespace: namespace.to_owned(),
-                wave: wave.to_owned(),
-            })
-            .set(i64::from(weight));
-        self.waves
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((namespace.to_owned(), wave.to_owned()));
+        self.waves.observe(namespace, wave, phase, weight);
     }
 
     /// Counts a rollback of a wave.
-    pub fn rollback(&self, namespace: &str, wave: &str, cause: RollbackCause) {
-        self.rollbacks
-            .get_or_create(&RollbackLabels {
-                namespace: namespace.to_owned(),
-                wave: wave.to_owned(),
-                cause: cause.as_str(),
-            })
-            .inc();
-        self.waves
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((namespace.to_owned(), wave.to_owned()));
+    pub fn rollback(&self, namespace: &str, cause: RollbackCause) {
+        self.waves.rollback(namespace, cause);
     }
 
-    /// Deletes every series of a wave (it was deleted).
+    /// Deletes a wave from the counts, and its own series (it was deleted).
     pub fn forget_wave(&self, namespace: &str, wave: &str) {
-        self.waves
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(namespace.to_owned(), wave.to_owned()));
-        self.remove_wave_series(namespace, wave);
+        self.waves.forget(namespace, wave);
     }
 
     /// Deletes every wave series: this replica no longer leads, so it no longer knows.
     pub fn forget_all_waves(&self) {
-        let waves = std::mem::take(&mut *self.waves.lock().unwrap_or_else(|e| e.into_inner()));
-        for (namespace, wave) in waves {
-            self.remove_wave_series(&namespace, &wave);
-        }
-    }
-
-    fn remove_wave_series(&self, namespace: &str, wave: &str) {
-        for phase in PHASES {
-            self.wave_phase.remove(&WavePhaseLabels {
-                namespace: namespace.to_owned(),
-                wave: wave.to_owned(),
-                phase: phase_name(phase),
-            });
-        }
-        self.wave_target_weight.remove(&WaveLabels {
-            namespace: namespace.to_owned(),
-            wave: wave.to_owned(),
-        });
-        for cause in RollbackCause::ALL {
-            self.rollbacks.remove(&RollbackLabels {
-                namespace: namespace.to_owned(),
-                wave: wave.to_owned(),
-                cause: cause.as_str(),
-            });
-        }
+        self.waves.forget_all();
     }
 
     /// Starts timing a reconcile of `controller`; the time is recorded when the guard
@@ -503,13 +409,62 @@ mod tests {
     }
 
     #[test]
-    fn a_wave_has_one_phase_series_per_phase_and_loses_them_when_forgotten() {
+    fn waves_are_counted_per_namespace_and_phase_and_never_by_name() {
         let metrics = Metrics::new();
         metrics.observe_wave("crm", "support-emea", WavePhase::Progressing, 10);
-        metrics.rollback("crm", "support-emea", RollbackCause::Alert);
+        metrics.observe_wave("crm", "sales-emea", WavePhase::Progressing, 30);
+        metrics.observe_wave("crm", "sales-emea", WavePhase::Progressing, 60);
+        metrics.observe_wave("billing", "all", WavePhase::Pending, 0);
+        metrics.rollback("crm", RollbackCause::Alert);
+        let text = metrics.encode();
+        assert_eq!(
+            series(&text, "switchyard_waves").len(),
+            2 * PHASES.len(),
+            "{text}"
+        );
+        for line in [
+            r#"switchyard_waves{namespace="crm",phase="Progressing"} 2"#,
+            r#"switchyard_waves{namespace="crm",phase="Pending"} 0"#,
+            r#"switchyard_waves{namespace="billing",phase="Pending"} 1"#,
+            r#"switchyard_rollbacks_total{namespace="crm",cause="alert"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        assert!(!text.contains("emea"), "no wave's name by default: {text}");
+        assert!(!text.contains("switchyard_wave_phase"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+
+        // A move is counted once; a deleted wave leaves the counts.
+        metrics.observe_wave("crm", "support-emea", WavePhase::RolledBack, 0);
+        metrics.forget_wave("crm", "sales-emea");
+        let text = metrics.encode();
+        for line in [
+            r#"switchyard_waves{namespace="crm",phase="Progressing"} 0"#,
+            r#"switchyard_waves{namespace="crm",phase="RolledBack"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        // A namespace's series go with its last wave; all of them when leading stops.
+        metrics.forget_wave("billing", "all");
+        let text = metrics.encode();
+        assert!(!text.contains("billing"), "{text}");
+        metrics.forget_all_waves();
+        let text = metrics.encode();
+        assert!(series(&text, "switchyard_waves").is_empty(), "{text}");
+        assert!(
+            series(&text, "switchyard_rollbacks_total").is_empty(),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn per_wave_series_only_when_asked_for_and_gone_with_the_wave() {
+        let metrics = Metrics::with_per_wave_series(true);
+        metrics.observe_wave("crm", "support-emea", WavePhase::Progressing, 10);
+        metrics.observe_wave("crm", "sales-emea", WavePhase::Pending, 0);
         let text = metrics.encode();
         let phases = series(&text, "switchyard_wave_phase");
-        assert_eq!(phases.len(), PHASES.len(), "{text}");
+        assert_eq!(phases.len(), 2 * PHASES.len(), "{text}");
         assert!(phases.contains(
             &r#"switchyard_wave_phase{namespace="crm",wave="support-emea",phase="Progressing"} 1"#
         ));
@@ -521,12 +476,6 @@ mod tests {
                 r#"switchyard_wave_target_weight{namespace="crm",wave="support-emea"} 10"#
             )
         );
-        assert!(text.contains(
-            r#"switchyard_rollbacks_total{namespace="crm",wave="support-emea",cause="alert"} 1"#
-        ));
-        assert!(text.ends_with("# EOF\n"));
-
-        metrics.observe_wave("crm", "sales-emea", WavePhase::Pending, 0);
         metrics.forget_wave("crm", "support-emea");
         let text = metrics.encode();
         assert!(!text.contains("support-emea"), "{text}");
@@ -539,6 +488,7 @@ mod tests {
 
     #[test]
     fn every_phase_has_a_distinct_name() {
+        use std::collections::HashSet;
         let names: HashSet<&str> = PHASES.iter().map(|p| phase_name(*p)).collect();
         assert_eq!(names.len(), PHASES.len());
         for phase in PHASES {
@@ -581,7 +531,8 @@ mod tests {
             RollbackCause::from_reason("SomethingNew"),
             RollbackCause::Other
         );
-        let labels: HashSet<&str> = RollbackCause::ALL.iter().map(|c| c.as_str()).collect();
+        let labels: std::collections::HashSet<&str> =
+            RollbackCause::ALL.iter().map(|c| c.as_str()).collect();
         assert_eq!(labels.len(), RollbackCause::ALL.len());
     }
 
