@@ -340,7 +340,7 @@ async fn campaign(
     .applied_objects()
     .boxed();
     let mut holding = next_change(&manager, Duration::ZERO);
-    let mut holder: Option<String> = None;
+    let mut seen = SeenHolder::default();
     retry = Duration::from_secs(1);
     loop {
         let term_end = leadership.term_end();
@@ -369,23 +369,29 @@ async fn campaign(
                 Some(Ok(lease)) => {
                     leadership.observe(&lease, &settings);
                     let now = lease.spec.as_ref().and_then(|s| s.holder_identity.clone());
-                    if now != holder {
+                    let holds = leadership.inner.holder.load(Ordering::Acquire);
+                    let seen_before = seen.clone();
+                    let change = seen.see(now.clone(), holds);
+                    if change.changed {
                         match &now {
                             Some(identity) => info!(leader = %identity, "the leader Lease changed hands"),
                             None => info!("the leader Lease is free"),
                         }
-                        if now.is_none() && !leadership.inner.holder.load(Ordering::Acquire) {
-                            // Released by its holder: a fresh manager reads it now,
-                            // instead of sleeping until the old term's expiry.
-                            match lease_manager(&client, &settings).await {
-                                Ok(fresh) => {
-                                    manager = fresh;
-                                    holding = next_change(&manager, Duration::ZERO);
-                                }
-                                Err(err) => warn!(error = %err, "could not look at the free Lease"),
+                    }
+                    if change.freed {
+                        // Released by its holder: a fresh manager reads it now,
+                        // instead of sleeping until the old term's expiry.
+                        match lease_manager(&client, &settings).await {
+                            Ok(fresh) => {
+                                manager = fresh;
+                                holding = next_change(&manager, Duration::ZERO);
+                            }
+                            Err(err) => {
+                                warn!(error = %err, "could not look at the free Lease");
+                                // So that the next sight of the free Lease tries again.
+                                seen = seen_before;
                             }
                         }
-                        holder = now;
                     }
                 }
                 Some(Err(err)) => warn!(error = %err, "watching the leader Lease failed; retrying"),
@@ -416,6 +422,38 @@ async fn campaign(
             warn!(error = %err, "could not release the leader Lease; it expires on its own")
         }
         Err(_) => warn!("releasing the leader Lease timed out; it expires on its own"),
+    }
+}
+
+/// What the watch last showed of the Lease's holder.
+///
+/// "Not seen yet" is not "free": a standby whose manager read the Lease while it was
+/// held, and whose watch's first sight of it is after the release, must see that
+/// first sight as the release, or it waits for the old term to expire.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+enum SeenHolder {
+    #[default]
+    Unseen,
+    Seen(Option<String>),
+}
+
+/// What one sight of the Lease changed.
+#[derive(Debug, PartialEq, Eq)]
+struct HolderChange {
+    /// The holder differs from the last sight (or this is the first).
+    changed: bool,
+    /// The Lease has just been seen free while this replica does not hold it: its
+    /// manager must read it again now.
+    freed: bool,
+}
+
+impl SeenHolder {
+    fn see(&mut self, now: Option<String>, holds: bool) -> HolderChange {
+        let now = Self::Seen(now);
+        let changed = *self != now;
+        let freed = changed && now == Self::Seen(None) && !holds;
+        *self = now;
+        HolderChange { changed, freed }
     }
 }
 
@@ -615,6 +653,59 @@ mod tests {
         assert!(
             leadership.term() > Some(first),
             "taking over again is a new term"
+        );
+    }
+
+    #[test]
+    fn a_free_lease_is_a_release_even_at_the_first_sight() {
+        let mut seen = SeenHolder::default();
+        assert_eq!(
+            seen.see(None, false),
+            HolderChange {
+                changed: true,
+                freed: true
+            },
+            "the watch began after the leader left"
+        );
+        assert_eq!(
+            seen.see(None, false),
+            HolderChange {
+                changed: false,
+                freed: false
+            },
+            "a relist of the same free Lease"
+        );
+        assert_eq!(
+            seen.see(Some("other".into()), false),
+            HolderChange {
+                changed: true,
+                freed: false
+            }
+        );
+        assert_eq!(
+            seen.see(None, false),
+            HolderChange {
+                changed: true,
+                freed: true
+            },
+            "released by its holder"
+        );
+        let mut ours = SeenHolder::Seen(Some("me".into()));
+        assert_eq!(
+            ours.see(None, true),
+            HolderChange {
+                changed: true,
+                freed: false
+            },
+            "our own release needs no fresh look"
+        );
+        let mut first = SeenHolder::default();
+        assert_eq!(
+            first.see(Some("other".into()), false),
+            HolderChange {
+                changed: true,
+                freed: false
+            }
         );
     }
 

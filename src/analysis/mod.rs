@@ -230,13 +230,18 @@ impl Analyzer {
     ) -> (QueryResult, Timestamp) {
         let entry = {
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            // An evaluation is shared until the wave that records it is due again. Status
+            // keeps whole seconds, so that is its whole second plus the interval: shared
+            // any longer, a due wave would get the same answer back, find itself still
+            // due, and spin until the evaluation aged out.
+            let current = |at: &Timestamp| whole_seconds(*at) + interval > now;
             // Forget evaluations too old to be shared, so the cache stays bounded.
-            cache.retain(|_, e| e.cell.get().is_none_or(|(_, at)| *at + interval > now));
+            cache.retain(|_, e| e.cell.get().is_none_or(|(_, at)| current(at)));
             // An evaluation still in flight ends after `now`, so after `not_before`.
             let usable = |e: &Evaluation| {
                 e.cell
                     .get()
-                    .is_none_or(|(_, at)| not_before.is_none_or(|nb| *at >= nb))
+                    .is_none_or(|(_, at)| current(at) && not_before.is_none_or(|nb| *at >= nb))
             };
             match cache.get(query).filter(|e| usable(e)) {
                 Some(existing) => {
@@ -282,7 +287,8 @@ impl Analyzer {
                     };
                     metrics.analysis_query(outcome, took);
                 }
-                (result, Timestamp::now())
+                // Answered now, which is never before the reconcile began.
+                (result, Timestamp::now().max(now))
             })
             .await
             .clone()
@@ -522,5 +528,65 @@ mod tests {
             .await;
         assert_eq!(held.observations[0].outcome, MetricOutcome::Breached);
         assert_eq!(analyzer.stats.queries_sent(), 2);
+    }
+
+    /// The wave records an evaluation in whole seconds and comes back at its next due
+    /// time: that evaluation must then not be handed back to it, or it stays due and
+    /// spins (it did, some twenty reconciles a second per 1 s-interval wave).
+    #[tokio::test]
+    async fn a_due_wave_is_never_handed_back_the_evaluation_that_made_it_due() {
+        let analyzer = Analyzer::new(None, 4);
+        let analysis = effective(
+            None,
+            Some(&AnalysisSpec {
+                metrics: vec![metric("e", 1.0)],
+                interval: Some("1s".into()),
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+        let queries = vec!["up".to_owned()];
+        // Well ahead of the clock, 0.7 s into a second: the answer is stamped `now`.
+        let start = whole_seconds(Timestamp::now()) + SignedDuration::from_secs(60);
+        let mut now = start + SignedDuration::from_millis(700);
+        let mut status: Vec<MetricStatus> = Vec::new();
+        let mut answered = now;
+        for round in 0..5 {
+            let observed = analyzer
+                .observe(&analysis, &queries, &status, now, None)
+                .await;
+            let next = observed.next_evaluation_at.expect("a metric is due again");
+            assert!(
+                next > now,
+                "round {round}: due again at once ({next} ≤ {now})"
+            );
+            let o = &observed.observations[0];
+            answered = o.evaluated_at;
+            status = vec![MetricStatus {
+                name: o.name.clone(),
+                value: o.value,
+                result: o.outcome.as_str().into(),
+                consecutive_failures: 0,
+                evaluated_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    whole_seconds(o.evaluated_at),
+                )),
+                message: o.message.clone(),
+            }];
+            // The controller comes back 50 ms after the due time.
+            now = next + SignedDuration::from_millis(50);
+        }
+        assert_eq!(analyzer.stats.queries_sent(), 5, "one query per due time");
+        // Another wave within the same whole second as the last answer shares it.
+        let shared = analyzer
+            .observe(
+                &analysis,
+                &queries,
+                &[],
+                answered + SignedDuration::from_millis(100),
+                None,
+            )
+            .await;
+        assert_eq!(shared.observations[0].evaluated_at, answered);
+        assert_eq!(analyzer.stats.queries_shared(), 1);
     }
 }
