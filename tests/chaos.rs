@@ -1103,10 +1103,11 @@ async fn chaos_keeps_every_invariant() {
         rollbacks.last().copied().unwrap_or_default()
     );
     println!(
-        "recorder: {} versions; audit: {} replica writes in {} Lease terms; {} handovers seen by the watch",
+        "recorder: {} versions; audit: {} replica writes in {} Lease terms ({} landed after the successor took the Lease, before it acted); {} handovers seen by the watch",
         versions.len(),
         fencing.writes,
         fencing.terms,
+        fencing.after_takeover,
         fencing.handovers_recorded
     );
     println!("final: {}", final_phases.join(", "));

@@ -646,6 +646,8 @@ pub struct Fencing {
     pub writes: usize,
     pub terms: usize,
     pub handovers_recorded: usize,
+    /// Writes that completed after the successor took the Lease but before it acted.
+    pub after_takeover: usize,
 }
 
 /// No write from a replica completes after a write from its successor.
@@ -655,8 +657,15 @@ pub struct Fencing {
 /// left someone else (the audit log keeps the Lease as written). Every replica incarnation acts
 /// as a user of its own, so the audit log attributes each write. Writes are ordered by
 /// the server's completion time (`stageTimestamp`, ResponseComplete). A write by X in
-/// its term k that completes after any successful write of a later term (its successor's
-/// Lease acquisition included) is a violation: X wrote after it was deposed.
+/// its term k that completes after a write of a later term's holder acting (any write
+/// but the Lease's) is a violation: X wrote over its successor.
+///
+/// The successor's Lease acquisition is not such a write. A request already sent can
+/// still be on the wire when the term ends (the proxy holds bytes for up to 5 s and
+/// then delivers them), and nothing a client does recalls it; what keeps it harmless
+/// is that it reaches the server before the successor acts, or carries a
+/// resourceVersion that the successor's first write makes stale (docs/design-decisions.md,
+/// "Fencing"). Such writes are counted ([`Fencing::after_takeover`]), not refused.
 /// The recorder's Lease versions are checked against the audit terms: each holder the
 /// watch saw must have had a term.
 pub fn check_fencing(cx: &Context, report: &mut Report) -> Fencing {
@@ -717,6 +726,21 @@ pub fn check_fencing(cx: &Context, report: &mut Report) -> Fencing {
             terms.push((holder.clone(), *at));
         }
     }
+    // Each term's first acting write: its holder's first write but the Lease's, before
+    // the next term began.
+    let first_acts: Vec<Option<Timestamp>> = terms
+        .iter()
+        .enumerate()
+        .map(|(k, (holder, start))| {
+            let end = terms.get(k + 1).map(|(_, next)| *next);
+            writes
+                .iter()
+                .filter(|w| w.2.is_none() && &w.1 == holder && w.0 >= *start)
+                .map(|w| w.0)
+                .find(|at| end.is_none_or(|end| *at < end))
+        })
+        .collect();
+    let mut after_takeover = 0;
     // The Lease arbitrates its own writes; every other write is checked.
     for (at, user, _, what) in writes.iter().filter(|w| w.2.is_none()) {
         // The writer's term: its latest term started at or before this write.
@@ -729,11 +753,20 @@ pub fn check_fencing(cx: &Context, report: &mut Report) -> Fencing {
             });
             continue;
         };
-        let successor = terms.get(mine + 1).filter(|(_, start)| start < at);
-        report.check("no write after the successor's", successor.is_none(), || {
-            let (next, start) = successor.unwrap();
-            format!("{user} wrote ({what}) at {at}, after its successor {next} took the Lease at {start}")
+        let overwritten = (mine + 1..terms.len())
+            .find(|&k| first_acts[k].is_some_and(|acted| acted < *at));
+        report.check("no write after the successor's", overwritten.is_none(), || {
+            let k = overwritten.unwrap();
+            format!(
+                "{user} wrote ({what}) at {at}, after its successor {} (Lease taken at {}) wrote at {}",
+                terms[k].0,
+                terms[k].1,
+                first_acts[k].unwrap()
+            )
         });
+        if overwritten.is_none() && terms.get(mine + 1).is_some_and(|(_, start)| start < at) {
+            after_takeover += 1;
+        }
     }
     let holders: Vec<String> = cx
         .versions
@@ -763,6 +796,7 @@ pub fn check_fencing(cx: &Context, report: &mut Report) -> Fencing {
         writes: writes.iter().filter(|w| w.2.is_none()).count(),
         terms: terms.len(),
         handovers_recorded: handovers,
+        after_takeover,
     }
 }
 
@@ -776,4 +810,78 @@ pub fn check_all(cx: &Context) -> (Report, Vec<SignedDuration>, Fencing) {
     check_actions_once(cx, &mut report);
     let fencing = check_fencing(cx, &mut report);
     (report, latencies, fencing)
+}
+
+#[cfg(test)]
+mod fencing_tests {
+    use super::*;
+
+    /// One audit line: `user` wrote `resource/name` at second `at`; a Lease write
+    /// leaves `holder` holding it.
+    fn line(user: &str, resource: &str, at: i64, holder: Option<&str>) -> String {
+        let at = Timestamp::from_second(1_800_000_000 + at).unwrap();
+        serde_json::json!({
+            "stage": "ResponseComplete",
+            "verb": "patch",
+            "impersonatedUser": {"username": user},
+            "objectRef": {"resource": resource, "namespace": "ns", "name": "x"},
+            "responseStatus": {"code": 200},
+            "responseObject": holder.map(|h| serde_json::json!({"spec": {"holderIdentity": h}})),
+            "stageTimestamp": at.to_string(),
+        })
+        .to_string()
+    }
+
+    fn check(lines: &[String]) -> (Report, Fencing) {
+        let audit = lines.join("\n");
+        let cx = Context {
+            versions: &[],
+            actions: &[],
+            prometheus_outages: &[],
+            faults: &[],
+            freeze_secs: 0,
+            rollback_bound: SignedDuration::from_secs(1),
+            audit: &audit,
+            replica_user_prefix: "r-",
+            namespace: "ns",
+        };
+        let mut report = Report::default();
+        let fencing = check_fencing(&cx, &mut report);
+        (report, fencing)
+    }
+
+    #[test]
+    fn a_late_write_is_counted_before_the_successor_acts_and_refused_after() {
+        let terms = || {
+            vec![
+                line("r-a", "leases", 0, Some("r-a")),
+                line("r-a", "migrationwaves", 1, None),
+                line("r-b", "leases", 10, Some("r-b")),
+            ]
+        };
+        // Landed after b took the Lease, before b wrote anything else.
+        let mut before = terms();
+        before.push(line("r-a", "migrationwaves", 11, None));
+        before.push(line("r-b", "migrationwaves", 12, None));
+        let (report, fencing) = check(&before);
+        assert!(report.violations.is_empty(), "{:?}", report.violations);
+        assert_eq!((fencing.terms, fencing.after_takeover), (2, 1));
+
+        // Landed after b's first write: over it.
+        let mut after = terms();
+        after.push(line("r-b", "migrationwaves", 11, None));
+        after.push(line("r-a", "migrationwaves", 12, None));
+        let (report, _) = check(&after);
+        assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
+        assert!(report.violations[0].contains("after its successor r-b"));
+
+        // Over a later term's write, even when the term in between never acted.
+        let mut later = terms();
+        later.push(line("r-c", "leases", 20, Some("r-c")));
+        later.push(line("r-c", "httproutes", 21, None));
+        later.push(line("r-a", "migrationwaves", 22, None));
+        let (report, _) = check(&later);
+        assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
+        assert!(report.violations[0].contains("r-c"));
+    }
 }
