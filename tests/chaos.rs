@@ -857,11 +857,14 @@ async fn chaos_keeps_every_invariant() {
                 let from = Timestamp::now();
                 prometheus.stop();
                 tokio::time::sleep(lasts).await;
+                // Down until it is started again: it can answer the operator's queries
+                // before this test's readiness poll sees it up.
+                let until = Timestamp::now();
                 prometheus.restart().await.unwrap();
                 prometheus_outages.push(Window {
                     what: format!("Prometheus outage (fault {n})"),
                     from,
-                    until: Timestamp::now(),
+                    until,
                 });
                 format!("Prometheus down for {lasts:?} (+ restart)")
             }

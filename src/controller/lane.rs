@@ -30,7 +30,8 @@ use std::{
 };
 
 use futures::{Stream, StreamExt};
-use kube::{Api, runtime::reflector::ObjectRef};
+use k8s_openapi::api::core::v1::Service;
+use kube::{Api, core::PartialObjectMeta, runtime::reflector::ObjectRef};
 use tokio::sync::{Notify, OwnedMutexGuard, Semaphore, mpsc};
 use tracing::debug;
 
@@ -218,14 +219,55 @@ pub(super) async fn read_fresh(
     api.get_opt(&wave.name).await
 }
 
+/// A Service's metadata as read, or the failed read.
+pub(super) type ServiceRead = Result<Option<PartialObjectMeta<Service>>, kube::Error>;
+
 /// Reads the lane makes beside the wave's own, each a round trip saved on the alert's
-/// path: the plan (a wave's plan is immutable, so the cached wave names it) and the
+/// path: the plan (a wave's plan is immutable, so the cached wave names it), the
 /// wave's HTTPRoute, which a rollback deletes on condition that it is still the version
-/// read.
+/// read, and the Services its plan named last time ([`BackendHints`]).
 #[derive(Default)]
 pub(super) struct Prefetched {
     plan: Option<(String, Result<Option<CutoverPlan>, kube::Error>)>,
     route: Option<RouteRead>,
+    services: HashMap<String, ServiceRead>,
+}
+
+/// The Services each plan's waves needed at their last reconcile, by namespace and
+/// plan: the lane reads them beside the wave, before the fresh plan says which it
+/// needs. A guess only: the reconcile reads any Service it needs and was not read.
+#[derive(Default)]
+pub(crate) struct BackendHints {
+    hints: Mutex<HashMap<Key, Vec<String>>>,
+}
+
+impl BackendHints {
+    /// Plans remembered at most; past it the memory starts again.
+    const MAX_PLANS: usize = 10_000;
+
+    fn hints(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<String>>> {
+        self.hints.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The Services a reconcile of a wave of `plan` needed.
+    pub(super) fn remember(&self, namespace: &str, plan: &str, services: Vec<String>) {
+        let key = (namespace.to_owned(), plan.to_owned());
+        let mut hints = self.hints();
+        if hints.get(&key) == Some(&services) {
+            return;
+        }
+        if hints.len() >= Self::MAX_PLANS && !hints.contains_key(&key) {
+            hints.clear();
+        }
+        hints.insert(key, services);
+    }
+
+    fn of(&self, namespace: &str, plan: &str) -> Vec<String> {
+        self.hints()
+            .get(&(namespace.to_owned(), plan.to_owned()))
+            .cloned()
+            .unwrap_or_default()
+    }
 }
 
 impl Prefetched {
@@ -244,6 +286,11 @@ impl Prefetched {
     pub(super) fn take_route(&mut self) -> Option<RouteRead> {
         self.route.take()
     }
+
+    /// Service `name`'s read, if it was read; the reconcile reads it otherwise.
+    pub(super) fn take_service(&mut self, name: &str) -> Option<ServiceRead> {
+        self.services.remove(name)
+    }
 }
 
 /// Reads the wave and, at the same time, its plan and its HTTPRoute, all afresh.
@@ -259,16 +306,24 @@ async fn read_prefetching(
     let plans: Api<CutoverPlan> = Api::namespaced(ctx.client.clone(), namespace);
     let routes: Api<HTTPRoute> = Api::namespaced(ctx.client.clone(), namespace);
     let route_name = crate::routing::gateway::route_name(&wave.name);
-    let (read, plan_read, route_read) = tokio::join!(
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
+    let service_names = ctx.backend_hints.of(namespace, &plan);
+    let (read, plan_read, route_read, service_reads) = tokio::join!(
         read_fresh(ctx, wave),
         plans.get_opt(&plan),
-        routes.get_metadata_opt(&route_name)
+        routes.get_metadata_opt(&route_name),
+        futures::future::join_all(
+            service_names
+                .iter()
+                .map(|name| services.get_metadata_opt(name))
+        )
     );
     (
         read,
         Prefetched {
             plan: Some((plan, plan_read)),
             route: Some(route_read),
+            services: service_names.into_iter().zip(service_reads).collect(),
         },
     )
 }
@@ -375,6 +430,25 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn backend_hints_follow_the_last_reconcile_of_each_plan_and_stay_bounded() {
+        let hints = BackendHints::default();
+        assert!(
+            hints.of("ns", "crm").is_empty(),
+            "nothing known: nothing read ahead"
+        );
+        hints.remember("ns", "crm", vec!["legacy".into(), "target".into()]);
+        hints.remember("other", "crm", vec!["x".into()]);
+        assert_eq!(hints.of("ns", "crm"), ["legacy", "target"]);
+        hints.remember("ns", "crm", vec!["legacy".into(), "target-v2".into()]);
+        assert_eq!(hints.of("ns", "crm"), ["legacy", "target-v2"]);
+        assert_eq!(hints.of("other", "crm"), ["x"]);
+        for i in 0..BackendHints::MAX_PLANS + 1 {
+            hints.remember("ns", &format!("p{i}"), vec![]);
+        }
+        assert!(hints.hints().len() <= BackendHints::MAX_PLANS);
+    }
 
     #[tokio::test]
     async fn a_wave_is_reconciled_by_one_holder_at_a_time_and_its_entry_goes_with_the_last() {

@@ -242,6 +242,8 @@ pub struct Context {
     pub backoff: Arc<backoff::Backoff>,
     /// One lock per wave, shared by the wave controller and the alert lane.
     pub(crate) locks: Arc<lane::WaveLocks>,
+    /// The Services each plan's waves need, which the alert lane reads beside the wave.
+    pub(crate) backend_hints: Arc<lane::BackendHints>,
 }
 
 impl Context {
@@ -363,6 +365,7 @@ impl Context {
             writes,
             backoff: Arc::default(),
             locks: Arc::default(),
+            backend_hints: Arc::default(),
         }
     }
 }

@@ -147,6 +147,7 @@ pub(crate) async fn run(
     let lane_context = Arc::new(Context {
         waves: Some(waves.clone()),
         locks: context.locks.clone(),
+        backend_hints: context.backend_hints.clone(),
         backoff: context.backoff.clone(),
         ..Context::new(clients.urgent, &settings, services)
     });
@@ -516,12 +517,23 @@ async fn observe(
         .extend(duplicate_cohort(wave, &namespace, ctx));
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let backends = validate::needed_backends(&wave.spec, spec);
-    // Read together: on an alert's path every round trip counts.
-    let found = futures::future::join_all(
-        backends
-            .iter()
-            .map(|(_, service)| services.get_metadata_opt(&service.name)),
-    )
+    ctx.backend_hints.remember(
+        &namespace,
+        &plan_name,
+        backends.iter().map(|(_, s)| s.name.clone()).collect(),
+    );
+    // Read together (or beside the wave, by the lane): on an alert's path every round
+    // trip counts.
+    let found = futures::future::join_all(backends.iter().map(|(_, service)| {
+        let read = prefetched.take_service(&service.name);
+        let services = services.clone();
+        async move {
+            match read {
+                Some(read) => read,
+                None => services.get_metadata_opt(&service.name).await,
+            }
+        }
+    }))
     .await;
     for ((role, service), found) in backends.into_iter().zip(found) {
         let found = found.map_err(read(format!("Service {namespace}/{}", service.name)))?;

@@ -63,7 +63,7 @@ pub struct ActionRecord {
 pub struct Context<'a> {
     pub versions: &'a [Version],
     pub actions: &'a [ActionRecord],
-    /// When Prometheus was down (stop issued .. restart ready).
+    /// When Prometheus was down (stop issued .. restart begun).
     pub prometheus_outages: &'a [Window],
     /// Every fault, injected .. cleared.
     pub faults: &'a [Window],
@@ -753,8 +753,8 @@ pub fn check_fencing(cx: &Context, report: &mut Report) -> Fencing {
             });
             continue;
         };
-        let overwritten = (mine + 1..terms.len())
-            .find(|&k| first_acts[k].is_some_and(|acted| acted < *at));
+        let overwritten =
+            (mine + 1..terms.len()).find(|&k| first_acts[k].is_some_and(|acted| acted < *at));
         report.check("no write after the successor's", overwritten.is_none(), || {
             let k = overwritten.unwrap();
             format!(

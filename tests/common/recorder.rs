@@ -7,14 +7,21 @@
 //! ordering versions of different objects by it orders them as etcd committed them. The
 //! arrival time is never earlier than the commit, which is what the time-based checks
 //! rely on (see `invariants.rs`).
+//!
+//! A watch that breaks lists again, and an object deleted in between is simply absent
+//! from the list: the recorder records its deletion then (`infer_deletions`).
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+};
 
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::{coordination::v1::Lease, core::v1::ConfigMap};
 use kube::{
     Api, Client,
+    api::ListParams,
     runtime::{WatchStreamExt, watcher},
 };
 use switchyard::{
@@ -109,13 +116,36 @@ where
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let versions = versions.clone();
     tokio::spawn(async move {
-        let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+        let mut events =
+            std::pin::pin!(watcher(api.clone(), watcher::Config::default()).default_backoff());
+        // The objects the recorder holds as alive, and, during a relist, the ones the
+        // relist has shown so far.
+        let mut alive: HashSet<String> = HashSet::new();
+        let mut relisted: Option<HashSet<String>> = None;
         while let Some(event) = events.next().await {
             let (object, deleted) = match event {
-                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => (o, false),
+                Ok(watcher::Event::Apply(o)) => (o, false),
+                Ok(watcher::Event::InitApply(o)) => {
+                    if let Some(seen) = relisted.as_mut() {
+                        seen.insert(o.meta().name.clone().unwrap_or_default());
+                    }
+                    (o, false)
+                }
                 Ok(watcher::Event::Delete(o)) => (o, true),
-                // Errors are retried by the backoff; Init and InitDone carry nothing.
-                _ => continue,
+                Ok(watcher::Event::Init) => {
+                    relisted = Some(HashSet::new());
+                    continue;
+                }
+                Ok(watcher::Event::InitDone) => {
+                    let seen = relisted.take().unwrap_or_default();
+                    let gone: Vec<String> = alive.difference(&seen).cloned().collect();
+                    if !gone.is_empty() {
+                        infer_deletions(&api, kind, gone, &mut alive, &versions).await;
+                    }
+                    continue;
+                }
+                // Errors are retried by the backoff.
+                Err(_) => continue,
             };
             let meta = object.meta();
             let Some(rv) = meta
@@ -125,9 +155,15 @@ where
             else {
                 continue;
             };
+            let name = meta.name.clone().unwrap_or_default();
+            if deleted {
+                alive.remove(&name);
+            } else {
+                alive.insert(name.clone());
+            }
             let version = Version {
                 kind,
-                name: meta.name.clone().unwrap_or_default(),
+                name,
                 rv,
                 at: Timestamp::now(),
                 object: (!deleted).then(|| serde_json::to_value(&object).unwrap()),
@@ -135,4 +171,50 @@ where
             versions.lock().unwrap().push(version);
         }
     })
+}
+
+/// Records the deletion of objects that a relist no longer shows: they were deleted
+/// while the watch was broken, and the watch never delivers such a deletion. The
+/// deletion's own resourceVersion is unknown; it is at most the resourceVersion of a
+/// list made now, and it happened at most now, so it is recorded at both. A deletion
+/// moves routing towards legacy, never forward, so a late record can make a rollback
+/// look slower, never hide a move that came too early.
+async fn infer_deletions<K>(
+    api: &Api<K>,
+    kind: Kind,
+    gone: Vec<String>,
+    alive: &mut HashSet<String>,
+    versions: &Arc<Mutex<Vec<Version>>>,
+) where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let mut upper = None;
+    for _ in 0..50 {
+        match api.list_metadata(&ListParams::default().limit(1)).await {
+            Ok(list) => {
+                upper = list
+                    .metadata
+                    .resource_version
+                    .and_then(|rv| rv.parse::<u64>().ok());
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    }
+    let Some(rv) = upper else {
+        eprintln!("recorder: {kind:?} {gone:?} vanished in a relist; no list bounds when");
+        return;
+    };
+    let at = Timestamp::now();
+    let mut recorded = versions.lock().unwrap();
+    for name in gone {
+        alive.remove(&name);
+        recorded.push(Version {
+            kind,
+            name,
+            rv,
+            at,
+            object: None,
+        });
+    }
 }
