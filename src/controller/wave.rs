@@ -415,18 +415,15 @@ async fn apply(
     let status = wave.status.clone().unwrap_or_default();
     let decision = engine::decide(&wave.spec, &status, &observations, now);
 
-    let mut recorded = decision.status.clone();
+    let recorded = &decision.status;
     if let Err(err) = apply_routing(&decision, route.as_ref(), wave, ctx, prefetched).await {
-        // A rollback that could not be carried out yet shows as RollingBack, so nobody
-        // mistakes it for done; the retry goes on with backoff.
-        if recorded.phase == WavePhase::RolledBack {
-            recorded.phase = WavePhase::RollingBack;
-            record(wave, &status, &recorded, &decision, ctx).await?;
+        if let Some(failed) = engine::when_routing_failed(recorded) {
+            record(wave, &status, &failed, &decision, ctx).await?;
         }
         return Err(err);
     }
-    record(wave, &status, &recorded, &decision, ctx).await?;
-    if recorded == status
+    record(wave, &status, recorded, &decision, ctx).await?;
+    if *recorded == status
         && let Some(compaction) = decision.compact
     {
         super::compaction::compact(ctx, wave, &wave.spec.actions, compaction)
@@ -616,14 +613,7 @@ async fn observe_analysis(
             .map(|m| m.metric.name.clone())
             .collect(),
     );
-    let active = match status.phase {
-        WavePhase::Progressing
-        | WavePhase::AwaitingApproval
-        | WavePhase::Quiet
-        | WavePhase::DualAccess => true,
-        WavePhase::Paused => status.step_index.is_some(),
-        _ => false,
-    };
+    let active = engine::is_routed(&status);
     let horizon = engine::evidence_horizon(&wave.spec, &status, observations, now);
     // A pending wave is evaluated only when it may start.
     if analysis.metrics.is_empty() || !(active || horizon.is_some()) {

@@ -25,7 +25,10 @@ pub use observations::{
     AlertState, FiringAlert, Hold, MetricObservation, MetricOutcome, MetricPolicy, Observations,
     PlanPermission, PlanRollback, Problem,
 };
-pub use wave::{MAX_HISTORY, decide, describe_step, evidence_horizon, routing_for_step, weight_at};
+pub use wave::{
+    MAX_HISTORY, decide, describe_step, evidence_horizon, is_routed, routing_for_step, weight_at,
+    when_routing_failed,
+};
 
 use jiff::Timestamp;
 

@@ -151,14 +151,7 @@ impl Wave<'_> {
 
     /// Phases in which the cohort has routing that Switchyard maintains.
     fn routed(&self) -> bool {
-        match self.phase() {
-            WavePhase::Progressing
-            | WavePhase::AwaitingApproval
-            | WavePhase::Quiet
-            | WavePhase::DualAccess => true,
-            WavePhase::Paused => self.status.step_index.is_some(),
-            _ => false,
-        }
+        is_routed(&self.status)
     }
 
     fn record(
@@ -885,6 +878,31 @@ fn set_latched(
     };
 }
 
+/// Whether a wave in `status` has its cohort routed by Switchyard: from its first step
+/// until it completes or rolls back, paused included once a step has run. Only then do
+/// its analysis metrics decide anything.
+pub fn is_routed(status: &MigrationWaveStatus) -> bool {
+    match status.phase {
+        WavePhase::Progressing
+        | WavePhase::AwaitingApproval
+        | WavePhase::Quiet
+        | WavePhase::DualAccess => true,
+        WavePhase::Paused => status.step_index.is_some(),
+        _ => false,
+    }
+}
+
+/// The status to record when a decision's routing could not be applied: a rollback
+/// not carried out yet shows as RollingBack, so that nobody mistakes it for done (the
+/// next decision takes it for RolledBack and the removal is retried); any other
+/// decision is recorded only once its routing is in place, so nothing.
+pub fn when_routing_failed(decided: &MigrationWaveStatus) -> Option<MigrationWaveStatus> {
+    (decided.phase == WavePhase::RolledBack).then(|| MigrationWaveStatus {
+        phase: WavePhase::RollingBack,
+        ..decided.clone()
+    })
+}
+
 /// Decides what should be true for one wave, from its spec, its last status, what was
 /// observed, and the time. Pure: the same inputs always give the same decision.
 pub fn decide(
@@ -1016,5 +1034,65 @@ pub fn decide(
         events: wave.events,
         requeue_at,
         compact,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(phase: WavePhase, step_index: Option<i32>) -> MigrationWaveStatus {
+        MigrationWaveStatus {
+            phase,
+            step_index,
+            ..MigrationWaveStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_wave_is_routed_from_its_first_step_until_it_ends() {
+        use WavePhase::*;
+        let table = [
+            (Pending, None, false),
+            (Progressing, Some(0), true),
+            (AwaitingApproval, Some(1), true),
+            (Quiet, Some(2), true),
+            (DualAccess, Some(3), true),
+            (Paused, None, false),
+            (Paused, Some(1), true),
+            (RollingBack, Some(1), false),
+            (RolledBack, Some(1), false),
+            (Failed, Some(1), false),
+            (Completed, Some(3), false),
+        ];
+        for (phase, step, routed) in table {
+            assert_eq!(
+                is_routed(&status(phase, step)),
+                routed,
+                "{phase:?} {step:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_rollback_is_recorded_when_its_routing_fails_and_then_as_rolling_back() {
+        use WavePhase::*;
+        let failed = when_routing_failed(&status(RolledBack, Some(1))).expect("recorded");
+        assert_eq!(failed, status(RollingBack, Some(1)));
+        for phase in [
+            Pending,
+            Progressing,
+            AwaitingApproval,
+            Quiet,
+            DualAccess,
+            Paused,
+            Completed,
+        ] {
+            assert_eq!(
+                when_routing_failed(&status(phase, Some(1))),
+                None,
+                "{phase:?}"
+            );
+        }
     }
 }
