@@ -5,7 +5,11 @@
 //! watches plans (a plan's status change wakes its waves), so plan and wave reconciles
 //! wake each other through the API server, with no side channel.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
 
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -44,6 +48,9 @@ pub enum Error {
     /// Deletion waits until the plan's active waves are back on legacy.
     #[error("waiting for {0} active wave(s) to roll back before the plan is deleted")]
     RollbackPending(usize),
+    /// Reading the plan afresh, past a cache that lags its last write, failed.
+    #[error("could not read the CutoverPlan afresh: {0}")]
+    Read(#[source] kube::Error),
     /// The object has no namespace.
     #[error("the CutoverPlan has no namespace")]
     NoNamespace,
@@ -59,6 +66,7 @@ impl Error {
             Error::Status(err) => ErrorCategory::of_write(err),
             Error::Finalizer(err) => ErrorCategory::of_finalizer(err, Error::category),
             Error::RollbackPending(_) => ErrorCategory::Waiting,
+            Error::Read(err) => ErrorCategory::of_api(err),
             Error::NoNamespace => ErrorCategory::InvalidSpec,
             Error::NotLeader(_) => ErrorCategory::NotLeader,
         }
@@ -71,6 +79,67 @@ const CONTROLLER: &str = "plan";
 struct PlanContext {
     inner: Context,
     waves: Cache<MigrationWave>,
+    behind: Behind,
+}
+
+/// For each plan, the versions its status writes and conflicts were decided from:
+/// while the cache shows one of them, it has not caught up with the write (or with
+/// whatever refused it), and the reconcile reads the plan from the API server.
+///
+/// Every wave's progress wakes its plan, so the next reconcile often comes before the
+/// watch has delivered the plan's own last write; decided from the cache, its write
+/// was refused with a conflict, and so were the retries while the cache lagged (705
+/// in one bench run). Only equality of resourceVersions is used, which the API allows:
+/// a version the cache shows that is none of these is newer than all of them (the
+/// cache only moves forward), and the memory of the plan is dropped.
+#[derive(Default)]
+struct Behind(std::sync::Mutex<HashMap<(String, String), Vec<String>>>);
+
+impl Behind {
+    /// Versions remembered per plan at most: a cache that lags more writes than this
+    /// costs a conflict, not a wrong decision.
+    const MAX_VERSIONS: usize = 16;
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Vec<String>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn key(plan: &CutoverPlan) -> (String, String) {
+        (plan.namespace().unwrap_or_default(), plan.name_any())
+    }
+
+    /// `plan`'s version is outdated by a write of ours, or refused one.
+    fn outdated(&self, plan: &CutoverPlan) {
+        let Some(rv) = plan.resource_version() else {
+            return;
+        };
+        let mut entries = self.entries();
+        let versions = entries.entry(Self::key(plan)).or_default();
+        if !versions.contains(&rv) {
+            if versions.len() >= Self::MAX_VERSIONS {
+                versions.remove(0);
+            }
+            versions.push(rv);
+        }
+    }
+
+    /// Whether the cached `plan` is a version known to be outdated; forgets the plan
+    /// once the cache shows another.
+    fn is_outdated(&self, plan: &CutoverPlan) -> bool {
+        let key = Self::key(plan);
+        let mut entries = self.entries();
+        let Some(versions) = entries.get(&key) else {
+            return false;
+        };
+        if plan
+            .resource_version()
+            .is_some_and(|rv| versions.contains(&rv))
+        {
+            return true;
+        }
+        entries.remove(&key);
+        false
+    }
 }
 
 /// The plan controller's view of the waves, which it shares with the wave controller.
@@ -109,6 +178,7 @@ pub(crate) async fn run(
     let context = Arc::new(PlanContext {
         inner: Context::new(client, &settings, services),
         waves: waves.cache,
+        behind: Behind::default(),
     });
     Controller::for_stream(plan_events.applied_objects(), plan_cache.store())
         .with_config(settings.controller_config())
@@ -142,6 +212,14 @@ async fn reconcile(plan: Arc<CutoverPlan>, ctx: Arc<PlanContext>) -> Result<Acti
     Stats::bump(&ctx.inner.services.stats.reconciles);
     let namespace = plan.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<CutoverPlan> = Api::namespaced(ctx.inner.client.clone(), &namespace);
+    let plan = if ctx.behind.is_outdated(&plan) {
+        match api.get_opt(&plan.name_any()).await.map_err(Error::Read)? {
+            Some(fresh) => Arc::new(fresh),
+            None => return Ok(Action::await_change()),
+        }
+    } else {
+        plan
+    };
     let key = super::wave::backoff_key(&*plan);
     let action = finalizer::finalizer(&api, &ctx.inner.writes, FINALIZER, plan, |event| async {
         match event {
@@ -177,6 +255,7 @@ fn error_policy(plan: Arc<CutoverPlan>, error: &Error, ctx: Arc<PlanContext>) ->
     let action = ctx.inner.retry(&super::wave::backoff_key(&*plan), category);
     if category == ErrorCategory::Conflict {
         // Decided from a version older than the plan's: decide again from a fresh one.
+        ctx.behind.outdated(&plan);
         debug!(plan = %plan.name_any(), error = %error, "conflict with a newer version; deciding again");
         return action;
     }
@@ -221,7 +300,9 @@ async fn apply(plan: &CutoverPlan, ctx: &PlanContext, deleting: bool) -> Result<
         actions_compacted: action_log::compacted_of(plan.metadata.annotations.as_ref()),
     };
     let decision = decide_plan(&plan.spec, &status, &observations, now);
-    record(plan, &status, &decision, &ctx.inner).await?;
+    if record(plan, &status, &decision, &ctx.inner).await? {
+        ctx.behind.outdated(plan);
+    }
     if decision.status == status
         && let Some(compaction) = decision.compact
     {
@@ -328,13 +409,69 @@ async fn record(
     before: &CutoverPlanStatus,
     decision: &PlanDecision,
     ctx: &Context,
-) -> Result<(), Error> {
-    if &decision.status != before {
+) -> Result<bool, Error> {
+    let changed = &decision.status != before;
+    if changed {
         ctx.ensure_leader()?;
         ctx.apply_status(plan, &decision.status)
             .await
             .map_err(|err| Error::Status(Box::new(err)))?;
     }
     ctx.publish(&plan.object_ref(&()), &decision.events).await;
-    Ok(())
+    Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(rv: &str) -> CutoverPlan {
+        let mut plan: CutoverPlan = serde_json::from_value(serde_json::json!({
+            "apiVersion": "switchyard.dev/v1alpha1", "kind": "CutoverPlan",
+            "metadata": {"name": "crm", "namespace": "ops"},
+            "spec": {
+                "legacy": {"service": {"name": "legacy", "port": 80}},
+                "target": {"service": {"name": "target", "port": 80}},
+                "routing": {"gatewayAPI": {"parentRefs": [{"name": "gw"}]}},
+                "cohortKeys": {"team": {"header": "x-team"}},
+                "waves": []
+            }
+        }))
+        .unwrap();
+        plan.metadata.resource_version = Some(rv.into());
+        plan
+    }
+
+    #[test]
+    fn a_cached_plan_is_read_afresh_only_while_it_shows_the_version_a_write_outdated() {
+        let behind = Behind::default();
+        assert!(
+            !behind.is_outdated(&plan("5")),
+            "nothing written: the cache is trusted"
+        );
+        behind.outdated(&plan("5"));
+        assert!(
+            behind.is_outdated(&plan("5")),
+            "the cache has not seen the write"
+        );
+        assert!(behind.is_outdated(&plan("5")), "nor on the next wake-up");
+        assert!(!behind.is_outdated(&plan("7")), "the cache moved on");
+        assert!(
+            !behind.is_outdated(&plan("5")),
+            "forgotten once the cache moved on"
+        );
+        // Read afresh (6), decided and written again: the cache may still show 5.
+        behind.outdated(&plan("5"));
+        behind.outdated(&plan("6"));
+        assert!(behind.is_outdated(&plan("5")));
+        assert!(behind.is_outdated(&plan("6")));
+        assert!(!behind.is_outdated(&plan("8")), "the last write arrived");
+        for rv in 0..2 * Behind::MAX_VERSIONS {
+            behind.outdated(&plan(&rv.to_string()));
+        }
+        assert_eq!(
+            behind.entries().values().next().unwrap().len(),
+            Behind::MAX_VERSIONS
+        );
+    }
 }
