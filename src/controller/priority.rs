@@ -20,28 +20,11 @@ use std::{
 };
 
 use kube::Client;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
 /// The longest a routine request waits for the lane: one lane reconcile is a few round
 /// trips, and a routine request should not wait for many in a row.
 pub const MAX_HOLD: Duration = Duration::from_millis(500);
-
-/// Routine requests on the wire at once, at most. The API server works on every
-/// request it has admitted at once, so a request of the lane's shares the CPU with all
-/// of them: with two reconciles' worth of requests from each of 32 wave and 32 plan
-/// reconciles in flight, the lane's first read took a median 171 ms in the busy phase.
-/// The routine work is bound by the API server either way, so fewer on the wire costs
-/// it little.
-pub const ROUTINE_IN_FLIGHT: usize = 8;
-
-/// Whether a request is a watch, which stays open until it ends.
-fn is_watch(uri: &http::Uri) -> bool {
-    uri.query().is_some_and(|query| {
-        query
-            .split('&')
-            .any(|pair| pair == "watch=true" || pair == "watch=1")
-    })
-}
 
 /// Whether alert work is in flight. Cheap to clone.
 #[derive(Clone, Default)]
@@ -94,22 +77,14 @@ impl Priority {
     }
 
     /// A client that waits [`Self::routine_may_start`] before each request it sends
-    /// through `client`, and has at most [`ROUTINE_IN_FLIGHT`] of them (watches aside)
-    /// on the wire at once.
+    /// through `client`.
     pub fn routine_client(&self, client: Client) -> Client {
         let namespace = client.default_namespace().to_owned();
         let priority = self.clone();
-        let in_flight = Arc::new(Semaphore::new(ROUTINE_IN_FLIGHT));
-        let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
-            let (client, priority, in_flight) =
-                (client.clone(), priority.clone(), in_flight.clone());
+        let service = tower::service_fn(move |request| {
+            let (client, priority) = (client.clone(), priority.clone());
             async move {
-                if is_watch(request.uri()) {
-                    // Open until it ends: it would hold a slot for good.
-                    return client.send(request).await;
-                }
                 priority.routine_may_start(MAX_HOLD).await;
-                let _slot = in_flight.acquire().await.expect("never closed");
                 client.send(request).await
             }
         });
@@ -140,19 +115,6 @@ mod tests {
             .await
             .expect("routine work starts once no alert work is left")
             .unwrap();
-    }
-
-    #[test]
-    fn watches_are_told_from_other_requests() {
-        let uri = |s: &str| s.parse::<http::Uri>().unwrap();
-        assert!(is_watch(&uri(
-            "/apis/x/v1/waves?watch=true&resourceVersion=5"
-        )));
-        assert!(is_watch(&uri("/apis/x/v1/waves?resourceVersion=5&watch=1")));
-        assert!(!is_watch(&uri(
-            "/apis/x/v1/waves?labelSelector=watch%3Dtrue"
-        )));
-        assert!(!is_watch(&uri("/apis/x/v1/namespaces/a/waves/w")));
     }
 
     #[tokio::test(start_paused = true)]

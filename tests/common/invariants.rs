@@ -455,6 +455,22 @@ fn check_dual_access(
             let status = line.iter().rev().find(|(rv, _, _)| *rv < next.rv);
             let until = status
                 .and_then(|(_, _, w)| w.status.as_ref().and_then(|s| s.dual_access_until.clone()));
+            // The operator routes before it records. A move into DualAccess whose status
+            // write was refused (a conflict with a person's action) leaves the override
+            // on the routers with no window in status. The next decision (a pause, say)
+            // routes the step that status holds, and drops it again. No window was
+            // granted, and legacy is not retired: the wave has not moved past dual
+            // access. Such a drop counts only when the next status committed after it
+            // says the wave completed.
+            let next_status = line.iter().find(|(rv, _, _)| *rv > next.rv);
+            let completed_after = next_status.is_some_and(|(_, _, w)| {
+                w.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == WavePhase::Completed)
+            });
+            if until.is_none() && !completed_after {
+                continue;
+            }
             report.check("legacy never retired before dualAccessUntil (routing)", until.as_ref().is_some_and(|u| next.at >= u.0), || {
                 format!(
                     "wave {name}: routing rv {} (arrived {}) dropped the legacy override at weight 100; dualAccessUntil was {:?}; status then: {}",
